@@ -1,0 +1,189 @@
+//! The runtime closure of a build, as the builder describes it in
+//! `closure.json`: every store path with its NAR size and references.
+//! Pure: parsing and queries, no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The Nix store directory the builder uses.
+pub const STORE_DIR: &str = "/nix/store";
+
+/// An absolute store path, `/nix/store/<32 chars of Nix base32>-<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct StorePath(String);
+
+impl StorePath {
+    /// Parses and checks a store path.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let base = s
+            .strip_prefix(STORE_DIR)
+            .and_then(|r| r.strip_prefix('/'))
+            .ok_or_else(|| format!("`{s}` is not under {STORE_DIR}"))?;
+        let (hash, name) = base.split_at_checked(32).ok_or_else(|| format!("`{s}` is too short for a store path"))?;
+        let hash_ok = hash.chars().all(|c| "0123456789abcdfghijklmnpqrsvwxyz".contains(c));
+        let name_ok = name.strip_prefix('-').is_some_and(|n| {
+            !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "+-._?=".contains(c))
+        });
+        if hash_ok && name_ok {
+            Ok(StorePath(s.to_owned()))
+        } else {
+            Err(format!("`{s}` is not a valid store path"))
+        }
+    }
+
+    /// The full path.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part after the hash: `python3-3.11`.
+    pub fn name(&self) -> &str {
+        &self.0[STORE_DIR.len() + 1 + 33..]
+    }
+}
+
+impl fmt::Display for StorePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StorePath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        StorePath::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One store path of the closure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathInfo {
+    /// The path.
+    pub path: StorePath,
+    /// Size of its NAR serialisation in bytes (≈ bytes on disk).
+    pub nar_size: u64,
+    /// Store paths it refers to (may include itself).
+    pub references: BTreeSet<StorePath>,
+}
+
+/// A closure: the result and every path it needs at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closure {
+    /// The build result (`nix-build`'s out link target).
+    pub result: StorePath,
+    /// Top-level directories of the result (`bin`, `share`, …).
+    pub result_dirs: Vec<String>,
+    /// Every path, keyed and sorted by path.
+    #[serde(with = "paths_as_list")]
+    pub paths: BTreeMap<StorePath, PathInfo>,
+}
+
+mod paths_as_list {
+    use super::*;
+
+    pub fn serialize<S: serde::Serializer>(m: &BTreeMap<StorePath, PathInfo>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.values())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<StorePath, PathInfo>, D::Error> {
+        let list = Vec::<PathInfo>::deserialize(d)?;
+        Ok(list.into_iter().map(|p| (p.path.clone(), p)).collect())
+    }
+}
+
+impl Closure {
+    /// Parses `closure.json` and checks that it is closed: the result and
+    /// every reference are paths of the closure.
+    pub fn from_json(text: &str) -> Result<Closure, String> {
+        let c: Closure = serde_json::from_str(text).map_err(|e| format!("closure.json is malformed: {e}"))?;
+        if !c.paths.contains_key(&c.result) {
+            return Err(format!("closure.json does not list its result {}", c.result));
+        }
+        for info in c.paths.values() {
+            if let Some(missing) = info.references.iter().find(|r| !c.paths.contains_key(*r)) {
+                return Err(format!("closure.json is not closed: {} refers to {missing}, which is not listed", info.path));
+            }
+        }
+        for d in &c.result_dirs {
+            if d.is_empty() || d.contains('/') || d == "." || d == ".." {
+                return Err(format!("closure.json lists a bad result directory `{d}`"));
+            }
+        }
+        Ok(c)
+    }
+
+    /// Total NAR size.
+    pub fn nar_size(&self) -> u64 {
+        self.paths.values().map(|p| p.nar_size).sum()
+    }
+
+    /// A hex sha256 of the canonical closure (paths, sizes, references),
+    /// stable across builds of the same closure.
+    pub fn closure_hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("closure serializes");
+        hex(&Sha256::digest(canonical))
+    }
+
+    /// For each path, the set of paths that (transitively) depend on it,
+    /// excluding itself.
+    pub fn dependents(&self) -> BTreeMap<&StorePath, BTreeSet<&StorePath>> {
+        let mut out: BTreeMap<&StorePath, BTreeSet<&StorePath>> = self.paths.keys().map(|p| (p, BTreeSet::new())).collect();
+        for start in self.paths.keys() {
+            // Everything reachable from `start` has `start` as a dependent.
+            let mut stack: Vec<&StorePath> = vec![start];
+            let mut seen: BTreeSet<&StorePath> = BTreeSet::new();
+            while let Some(p) = stack.pop() {
+                for r in &self.paths[p].references {
+                    if r != p && r != start && seen.insert(r) {
+                        stack.push(r);
+                    }
+                }
+            }
+            for r in seen {
+                out.get_mut(r).expect("closed").insert(start);
+            }
+        }
+        out
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOLDEN: &str = include_str!("../tests/golden/python-closure.json");
+
+    #[test]
+    fn parses_the_golden_closure() {
+        let c = Closure::from_json(GOLDEN).unwrap();
+        assert_eq!(c.paths.len(), 4);
+        assert!(c.result.name().starts_with("python-http"));
+        let deps = c.dependents();
+        let glibc = c.paths.keys().find(|p| p.name().starts_with("glibc")).unwrap();
+        assert_eq!(deps[glibc].len(), 3, "everything else depends on glibc");
+        assert_eq!(deps[&c.result].len(), 0);
+    }
+
+    #[test]
+    fn refuses_an_open_closure() {
+        let open = GOLDEN.replacen("\"references\": [\"/nix/store/", "\"references\": [\"/nix/store/00000000000000000000000000000000-gone\", \"/nix/store/", 1);
+        assert!(Closure::from_json(&open).unwrap_err().contains("not closed"));
+    }
+
+    #[test]
+    fn store_paths() {
+        assert!(StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz-x-1.0").is_ok());
+        assert!(StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxyz").is_err());
+        assert!(StorePath::parse("/nix/store/0123456789abcdfghijklmnpqrsvwxye-x").is_err());
+        assert!(StorePath::parse("/usr/lib/x").is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! nixpack: minimal `FROM scratch` Docker images out of Nix expressions.
+//!
+//! The pure core (`manifest`, `reference`, `render`, `closure`, `layers`,
+//! `plan`) does no I/O beyond reading the manifest's own files; `engine`
+//! is the one place that talks to Docker, and `stages` drive a build.
+#![deny(missing_docs)]
+
+pub mod manifest;
+pub mod reference;
+pub mod render;
+pub mod cli;
+pub mod closure;
+pub mod commands;
+pub mod conventions;
+pub mod error;
+pub mod layers;
+pub mod outputs;
+pub mod ui;

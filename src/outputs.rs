@@ -1,0 +1,67 @@
+//! `.nixpack/<image>/` beside the manifest: where a build keeps what it
+//! made (rendered files, closure.json, graph, layer tarballs, build.log,
+//! report). Paths are decided here and nowhere else.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::closure::Closure;
+use crate::layers;
+use crate::manifest::{Image, Manifest};
+use crate::render::LayerEntry;
+
+/// The output folder of the project.
+pub fn project_dir(manifest: &Manifest) -> PathBuf {
+    manifest.root.join(".nixpack")
+}
+
+/// The output folder of one image.
+pub fn image_dir(manifest: &Manifest, image: &Image) -> PathBuf {
+    project_dir(manifest).join(image.slug())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder
+/// and a rename, so a reader never sees half a file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Reads `closure.json` from an image folder.
+pub fn read_closure(dir: &Path) -> Option<Result<Closure, String>> {
+    let text = std::fs::read_to_string(dir.join("closure.json")).ok()?;
+    Some(Closure::from_json(&text))
+}
+
+/// The layers the scratch Dockerfile would ADD, when a closure is known.
+pub fn planned_layers(dir: &Path, image: &Image) -> Option<Vec<LayerEntry>> {
+    let closure = read_closure(dir)?.ok()?;
+    let plan = layers::plan(&closure, image.layers);
+    let conventions = crate::conventions::Conventions::new(&closure, image.conventions);
+    Some(layer_entries(&plan, &conventions))
+}
+
+/// Dockerfile view of a layer plan plus the conventions layer on top.
+pub fn layer_entries(plan: &[layers::Layer], conventions: &crate::conventions::Conventions) -> Vec<LayerEntry> {
+    let mut entries: Vec<LayerEntry> = plan
+        .iter()
+        .map(|l| LayerEntry {
+            file: format!("layers/{}", l.file_name()),
+            paths: l.paths.len(),
+            bytes: l.nar_size,
+        })
+        .collect();
+    if !conventions.is_empty() {
+        entries.push(LayerEntry {
+            file: format!("layers/{}", conventions.file_name()),
+            paths: 0,
+            bytes: 0,
+        });
+    }
+    entries
+}

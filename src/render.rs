@@ -1,0 +1,299 @@
+//! The three files every build runs, rendered from handlebars templates.
+//!
+//! Templates are embedded in the binary and can be replaced per project
+//! (`[builder.templates]`). Rendering is Dockerfile-safe by construction:
+//! HTML escaping is off, strict mode turns a misspelt variable into an
+//! error, ENTRYPOINT/CMD go through the `json` helper (exec form) and
+//! ENV/LABEL/WORKDIR/USER values through `quote`, which escapes `"`, `\`
+//! and `$`. Validation has already refused control characters, so no value
+//! can end its line and start another instruction.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use handlebars::Handlebars;
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::manifest::{Image, Manifest};
+
+/// Which of the three templates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Template {
+    /// `builder.Dockerfile`.
+    Builder,
+    /// `entrypoint.sh`.
+    Entrypoint,
+    /// `scratch.Dockerfile`.
+    Scratch,
+}
+
+impl Template {
+    /// All three, in build order.
+    pub const ALL: [Template; 3] = [Template::Builder, Template::Entrypoint, Template::Scratch];
+
+    /// The rendered file's name.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Template::Builder => "builder.Dockerfile",
+            Template::Entrypoint => "entrypoint.sh",
+            Template::Scratch => "scratch.Dockerfile",
+        }
+    }
+
+    fn embedded(self) -> &'static str {
+        match self {
+            Template::Builder => include_str!("../templates/builder.Dockerfile.hbs"),
+            Template::Entrypoint => include_str!("../templates/entrypoint.sh.hbs"),
+            Template::Scratch => include_str!("../templates/scratch.Dockerfile.hbs"),
+        }
+    }
+
+    fn override_path(self, manifest: &Manifest) -> Option<PathBuf> {
+        let t = &manifest.builder.templates;
+        let rel = match self {
+            Template::Builder => t.builder.as_ref(),
+            Template::Entrypoint => t.entrypoint.as_ref(),
+            Template::Scratch => t.scratch.as_ref(),
+        }?;
+        Some(manifest.root.join(rel))
+    }
+}
+
+/// A template that could not be read, parsed or rendered.
+#[derive(Debug, Error, Diagnostic)]
+#[non_exhaustive]
+pub enum RenderError {
+    /// An override named in the manifest cannot be read.
+    #[error("could not read the template `{}`", path.display())]
+    #[diagnostic(
+        code(nixpack::render::read),
+        help("fix the path under `[builder.templates]` in nixpack.toml, or remove it to use the built-in template")
+    )]
+    Read {
+        /// The override's path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The template is not valid handlebars, or fails to render.
+    #[error("template `{name}`: {reason}")]
+    #[diagnostic(
+        code(nixpack::render::template),
+        help("compare it with the built-in one: `nixpack render` writes the defaults when no override is set")
+    )]
+    Template {
+        /// File name as the user knows it.
+        name: String,
+        /// What handlebars said.
+        reason: String,
+        /// The template text.
+        #[source_code]
+        src: NamedSource<String>,
+        /// Where.
+        #[label("here")]
+        span: Option<SourceSpan>,
+    },
+}
+
+/// A layer as the scratch Dockerfile sees it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LayerEntry {
+    /// File name in the build context.
+    pub file: String,
+    /// Store paths in it (0 for the conventions layer).
+    pub paths: usize,
+    /// Bytes of store content (NAR size sum).
+    pub bytes: u64,
+}
+
+#[derive(Serialize)]
+struct BuilderContext<'a> {
+    nixpack_version: &'static str,
+    from: String,
+    nix_options: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct ScratchContext<'a> {
+    nixpack_version: &'static str,
+    project: &'a str,
+    image: ImageContext<'a>,
+    layers: &'a [LayerEntry],
+}
+
+#[derive(Serialize)]
+struct ImageContext<'a> {
+    name: &'a str,
+    tag: &'a str,
+    entrypoint: Option<&'a Vec<String>>,
+    cmd: Option<&'a Vec<String>>,
+    ports: Vec<String>,
+    env: &'a BTreeMap<String, String>,
+    workdir: Option<&'a String>,
+    user: Option<&'a String>,
+    labels: BTreeMap<String, String>,
+}
+
+/// The handlebars registry with the project's templates loaded.
+pub struct Renderer<'m> {
+    manifest: &'m Manifest,
+    registry: Handlebars<'static>,
+    sources: BTreeMap<&'static str, (String, String)>,
+}
+
+mod helpers {
+    #![allow(missing_docs)]
+    use handlebars::handlebars_helper;
+
+    handlebars_helper!(json: |v: Json| serde_json::to_string(v).expect("JSON values serialize"));
+    handlebars_helper!(quote: |s: str| super::quote_str(s));
+    handlebars_helper!(shell: |s: str| super::shell_quote(s));
+}
+use helpers::{json, quote, shell};
+
+/// `"…"` with `\`, `"` and `$` escaped: a Dockerfile word that stays one
+/// word and is never expanded.
+pub fn quote_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if matches!(c, '\\' | '"' | '$') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// POSIX shell single quotes.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl<'m> Renderer<'m> {
+    /// Loads the embedded templates and the manifest's overrides.
+    pub fn new(manifest: &'m Manifest) -> Result<Self, RenderError> {
+        let mut registry = Handlebars::new();
+        registry.register_escape_fn(handlebars::no_escape);
+        registry.set_strict_mode(true);
+        registry.register_helper("json", Box::new(json));
+        registry.register_helper("quote", Box::new(quote));
+        registry.register_helper("shell", Box::new(shell));
+        let mut sources = BTreeMap::new();
+        for t in Template::ALL {
+            let (shown, text) = match t.override_path(manifest) {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path).map_err(|source| RenderError::Read { path: path.clone(), source })?;
+                    (display_relative(&path, &manifest.root), text)
+                }
+                None => (format!("templates/{}.hbs (built in)", t.file_name()), t.embedded().to_owned()),
+            };
+            registry.register_template_string(t.file_name(), &text).map_err(|e| {
+                let span = e.pos().map(|(line, col)| span_at(&text, line, col));
+                RenderError::Template {
+                    name: shown.clone(),
+                    reason: e.reason().to_string(),
+                    src: NamedSource::new(shown.clone(), text.clone()),
+                    span,
+                }
+            })?;
+            sources.insert(t.file_name(), (shown, text));
+        }
+        Ok(Renderer { manifest, registry, sources })
+    }
+
+    fn render<T: Serialize>(&self, t: Template, ctx: &T) -> Result<String, RenderError> {
+        self.registry.render(t.file_name(), ctx).map_err(|e| {
+            let (shown, text) = &self.sources[t.file_name()];
+            let span = e.line_no.zip(e.column_no).map(|(l, c)| span_at(text, l, c));
+            RenderError::Template {
+                name: shown.clone(),
+                reason: e.reason().to_string(),
+                src: NamedSource::new(shown.clone(), text.clone()),
+                span,
+            }
+        })
+    }
+
+    /// `builder.Dockerfile`.
+    pub fn builder_dockerfile(&self) -> Result<String, RenderError> {
+        self.render(
+            Template::Builder,
+            &BuilderContext {
+                nixpack_version: env!("CARGO_PKG_VERSION"),
+                from: self.manifest.builder.from.to_string(),
+                nix_options: &self.manifest.builder.nix_options,
+            },
+        )
+    }
+
+    /// `entrypoint.sh`.
+    pub fn entrypoint(&self) -> Result<String, RenderError> {
+        self.render(
+            Template::Entrypoint,
+            &BuilderContext {
+                nixpack_version: env!("CARGO_PKG_VERSION"),
+                from: self.manifest.builder.from.to_string(),
+                nix_options: &self.manifest.builder.nix_options,
+            },
+        )
+    }
+
+    /// `scratch.Dockerfile` for `image` with these layers (in order) and
+    /// the extra labels nixpack sets (result path, OCI annotations).
+    pub fn scratch_dockerfile(&self, image: &Image, layers: &[LayerEntry], extra_labels: &BTreeMap<String, String>) -> Result<String, RenderError> {
+        let mut labels = extra_labels.clone();
+        // The user's labels win over nixpack's defaults.
+        labels.extend(image.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.render(
+            Template::Scratch,
+            &ScratchContext {
+                nixpack_version: env!("CARGO_PKG_VERSION"),
+                project: &self.manifest.project.name,
+                image: ImageContext {
+                    name: image.name.as_str(),
+                    tag: image.tag.as_str(),
+                    entrypoint: image.entrypoint.as_ref(),
+                    cmd: image.cmd.as_ref(),
+                    ports: image.ports.iter().map(ToString::to_string).collect(),
+                    env: &image.env,
+                    workdir: image.workdir.as_ref(),
+                    user: image.user.as_ref(),
+                    labels,
+                },
+                layers,
+            },
+        )
+    }
+}
+
+fn display_relative(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).display().to_string()
+}
+
+/// Byte span of 1-based `line`, from 0- or 1-based `col` to the line's end.
+fn span_at(text: &str, line: usize, col: usize) -> SourceSpan {
+    let start_of_line: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+    let line_text = text[start_of_line.min(text.len())..].lines().next().unwrap_or("");
+    let offset = start_of_line + col.saturating_sub(1).min(line_text.len());
+    (offset.min(text.len()), line_text.len().saturating_sub(col.saturating_sub(1)).max(1).min(text.len().saturating_sub(offset))).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_keeps_a_value_one_word() {
+        assert_eq!(quote_str(r#"a "b" $HOME \"#), r#""a \"b\" \$HOME \\""#);
+    }
+
+    #[test]
+    fn shell_quote_survives_single_quotes() {
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}
