@@ -36,6 +36,14 @@ impl Error {
         }
     }
 
+    /// Ctrl-C (exit 130, as shells report SIGINT).
+    pub fn interrupted() -> Self {
+        Error {
+            report: miette::miette!("interrupted"),
+            code: 130,
+        }
+    }
+
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         self.code

@@ -7,11 +7,13 @@
 
 pub mod manifest;
 pub mod reference;
+pub mod stages;
 pub mod render;
 pub mod cli;
 pub mod closure;
 pub mod commands;
 pub mod conventions;
+pub mod engine;
 pub mod error;
 pub mod layers;
 pub mod outputs;

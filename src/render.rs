@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use handlebars::Handlebars;
+use handlebars::{Handlebars, RenderErrorReason};
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use serde::Serialize;
 use thiserror::Error;
@@ -50,6 +50,17 @@ impl Template {
         }
     }
 
+    /// The values this template is rendered with, for error messages.
+    fn variables(self) -> &'static str {
+        match self {
+            Template::Builder | Template::Entrypoint => "nixpack_version, from, nix_options",
+            Template::Scratch => {
+                "nixpack_version, project, image.name, image.tag, image.entrypoint, image.cmd, image.ports, \
+                 image.env, image.workdir, image.user, image.labels, layers (each with file, paths, bytes)"
+            }
+        }
+    }
+
     fn override_path(self, manifest: &Manifest) -> Option<PathBuf> {
         let t = &manifest.builder.templates;
         let rel = match self {
@@ -80,10 +91,7 @@ pub enum RenderError {
     },
     /// The template is not valid handlebars, or fails to render.
     #[error("template `{name}`: {reason}")]
-    #[diagnostic(
-        code(nixpack::render::template),
-        help("compare it with the built-in one: `nixpack render` writes the defaults when no override is set")
-    )]
+    #[diagnostic(code(nixpack::render::template))]
     Template {
         /// File name as the user knows it.
         name: String,
@@ -95,6 +103,9 @@ pub enum RenderError {
         /// Where.
         #[label("here")]
         span: Option<SourceSpan>,
+        /// What to do next.
+        #[help]
+        help: String,
     },
 }
 
@@ -199,6 +210,7 @@ impl<'m> Renderer<'m> {
                     reason: e.reason().to_string(),
                     src: NamedSource::new(shown.clone(), text.clone()),
                     span,
+                    help: format!("fix the handlebars syntax; `nixpack render` without the override writes the built-in {} to compare", t.file_name()),
                 }
             })?;
             sources.insert(t.file_name(), (shown, text));
@@ -210,11 +222,18 @@ impl<'m> Renderer<'m> {
         self.registry.render(t.file_name(), ctx).map_err(|e| {
             let (shown, text) = &self.sources[t.file_name()];
             let span = e.line_no.zip(e.column_no).map(|(l, c)| span_at(text, l, c));
+            let reason = match e.reason() {
+                // handlebars says `Failed to access variable in strict mode Some("x")`.
+                RenderErrorReason::MissingVariable(Some(name)) => format!("`{name}` is not a value this template is given"),
+                RenderErrorReason::MissingVariable(None) => "a value this template is not given".to_owned(),
+                other => other.to_string(),
+            };
             RenderError::Template {
                 name: shown.clone(),
-                reason: e.reason().to_string(),
+                reason,
                 src: NamedSource::new(shown.clone(), text.clone()),
                 span,
+                help: format!("{} is rendered with: {}", t.file_name(), t.variables()),
             }
         })
     }

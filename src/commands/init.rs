@@ -70,20 +70,30 @@ pub fn run(args: &InitArgs) -> Result<Created, Error> {
     if wrote_expression {
         std::fs::write(&expr, EXPRESSION).map_err(|e| io(&expr, e))?;
     }
-    ignore_outputs(&dir.join(".gitignore"))?;
+    ignore_outputs(dir)?;
     Ok(Created { manifest, wrote_expression })
 }
 
-/// Appends `.nixpack/` to `.gitignore` unless a line already says so.
-fn ignore_outputs(path: &Path) -> Result<(), Error> {
-    let current = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io(path, e)),
-    };
-    let present = current.lines().map(str::trim).any(|l| l == IGNORE_LINE || l == ".nixpack" || l == "/.nixpack/" || l == "/.nixpack");
-    if present {
+/// Appends `.nixpack/` to `dir/.gitignore` unless it is already ignored:
+/// by a line in that file, or by an unanchored `.nixpack/` line in the
+/// `.gitignore` of a parent folder in the same git repository (as after a
+/// first `nixpack init` at the top of it).
+fn ignore_outputs(dir: &Path) -> Result<(), Error> {
+    let path = dir.join(".gitignore");
+    let current = read_if_present(&path)?;
+    let anywhere = |text: &str| text.lines().map(str::trim).any(|l| l == IGNORE_LINE || l == ".nixpack");
+    if anywhere(&current) || current.lines().map(str::trim).any(|l| l == "/.nixpack/" || l == "/.nixpack") {
         return Ok(());
+    }
+    // Git reads the .gitignore files from the repository's top down to the
+    // folder; outside a repository no parent's file applies.
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    if let Some(top) = absolute.ancestors().find(|a| a.join(".git").exists()) {
+        for parent in absolute.ancestors().skip(1).take_while(|p| p.starts_with(top)) {
+            if anywhere(&read_if_present(&parent.join(".gitignore"))?) {
+                return Ok(());
+            }
+        }
     }
     let mut addition = String::new();
     if !current.is_empty() && !current.ends_with('\n') {
@@ -92,8 +102,16 @@ fn ignore_outputs(path: &Path) -> Result<(), Error> {
     addition.push_str("# nixpack build outputs\n");
     addition.push_str(IGNORE_LINE);
     addition.push('\n');
-    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path).map_err(|e| io(path, e))?;
-    f.write_all(addition.as_bytes()).map_err(|e| io(path, e))
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(|e| io(&path, e))?;
+    f.write_all(addition.as_bytes()).map_err(|e| io(&path, e))
+}
+
+fn read_if_present(path: &Path) -> Result<String, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(Error::msg(format!("cannot read `{}`: {e}", path.display()), "check the file's permissions")),
+    }
 }
 
 /// A Docker repository name derived from the project name.

@@ -77,11 +77,35 @@ pub struct RawImage {
 }
 
 /// `8080` or `"8080/tcp"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawPort {
     Number(i64),
     Text(String),
+}
+
+// By hand rather than `#[serde(untagged)]`: an untagged enum reports a
+// wrong value as "data did not match any variant of untagged enum", while a
+// visitor can say what a port looks like.
+impl<'de> Deserialize<'de> for RawPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+        impl serde::de::Visitor<'_> for PortVisitor {
+            type Value = RawPort;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port number or a string such as \"53/udp\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawPort, E> {
+                Ok(RawPort::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPort, E> {
+                Ok(RawPort::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(PortVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]

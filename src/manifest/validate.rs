@@ -46,7 +46,9 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Manifest, ManifestErro
         label: p.label,
         help: p.help,
     };
-    let raw: RawManifest = toml::from_str(text).map_err(|e| to_error(from_toml(&e, text)))?;
+    // Syntax first, then the schema: the two kinds of error read differently.
+    text.parse::<toml::Table>().map_err(|e| to_error(from_syntax(&e, text)))?;
+    let raw: RawManifest = toml::from_str(text).map_err(|e| to_error(from_schema(&e, text)))?;
     build(raw, text, path, &root).map_err(to_error)
 }
 
@@ -56,44 +58,151 @@ fn clamp(span: std::ops::Range<usize>, len: usize) -> SourceSpan {
     (start, end - start).into()
 }
 
-/// Turns a `toml`/serde error into a [`Problem`], adding a "did you mean"
-/// for unknown keys.
-fn from_toml(e: &toml::de::Error, text: &str) -> Problem {
+/// A TOML syntax error (the text is not TOML at all).
+fn from_syntax(e: &toml::de::Error, text: &str) -> Problem {
     let span = e.span().unwrap_or(0..0);
-    let message = e.message().trim().to_owned();
+    let message = e.message().trim();
+    let written = text.get(span.clone()).filter(|s| !s.is_empty() && !s.contains('\n'));
+    if message == "duplicate key" {
+        let key = written.unwrap_or("?");
+        return Problem {
+            message: format!("duplicate key `{key}`"),
+            span,
+            label: "set a second time here".into(),
+            help: Some("a key may appear only once in a table; remove one of them".into()),
+        };
+    }
+    Problem {
+        message: format!("TOML syntax error: {message}"),
+        span,
+        label: if written.is_some() { "here" } else { "near here" }.into(),
+        help: Some("nixpack.toml must be valid TOML (https://toml.io): check quotes, brackets and commas".into()),
+    }
+}
+
+/// A TOML document that does not fit the schema: unknown keys (with a
+/// "did you mean"), missing keys and wrong types, each named by its key.
+fn from_schema(e: &toml::de::Error, text: &str) -> Problem {
+    let span = e.span().unwrap_or(0..0);
+    let message = e.message().trim();
+    let keys = error_keys(e);
     if let Some(rest) = message.strip_prefix("unknown field `") {
         if let Some((key, expected)) = rest.split_once('`') {
             let choices: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
-            let help = closest(key, &choices)
-                .map(|c| format!("did you mean `{c}`?"))
-                .or_else(|| (!choices.is_empty()).then(|| format!("the keys allowed here are: {}", choices.join(", "))));
-            return Problem {
-                message: format!("unknown key `{key}`"),
-                span,
-                label: "not a key nixpack knows here".into(),
-                help,
-            };
+            return unknown_key(key, &choices, &keys, span, text);
         }
     }
     if let Some(field) = message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
         return Problem {
-            message: format!("missing key `{field}`"),
+            message: format!("missing key `{field}`{}", in_table(&keys)),
             span,
             label: format!("this table needs `{field}`"),
             help: Some(format!("add `{field} = …` to it; see nixpack.toml.example for every key")),
         };
     }
-    let label = if text.get(span.clone()).is_some_and(|s| !s.is_empty()) {
-        "here".to_owned()
+    let key = if keys.is_empty() { "the manifest".to_owned() } else { format!("`{}`", keys.join(".")) };
+    if let Some((found, expected)) = message.strip_prefix("invalid type: ").and_then(|r| r.split_once(", expected ")) {
+        let expected = plain_type(expected);
+        let found = plain_type(found);
+        let help = example_for(keys.last().map(String::as_str)).or_else(|| {
+            (expected == "a string" && !found.starts_with("string")).then(|| "put the value in double quotes".to_owned())
+        });
+        return Problem {
+            message: format!("wrong type for {key}: expected {expected}, found {found}"),
+            span,
+            label: format!("expected {expected}"),
+            help,
+        };
+    }
+    Problem {
+        message: format!("invalid value for {key}: {message}"),
+        span,
+        label: "here".into(),
+        help: example_for(keys.last().map(String::as_str)),
+    }
+}
+
+fn unknown_key(key: &str, choices: &[&str], keys: &[String], span: std::ops::Range<usize>, text: &str) -> Problem {
+    // At the top level every key is a table; name it as it is written.
+    let top = keys.is_empty();
+    let header = top && text.get(..span.start).is_some_and(|before| before.trim_end_matches([' ', '\t']).ends_with('['));
+    let shown = |k: &str| {
+        if top && k == "image" {
+            "[[image]]".to_owned()
+        } else if top {
+            format!("[{k}]")
+        } else {
+            k.to_owned()
+        }
+    };
+    let listed: Vec<String> = choices.iter().map(|c| format!("`{}`", shown(c))).collect();
+    let help = closest(key, choices)
+        .map(|c| format!("did you mean `{}`?", shown(c)))
+        .or_else(|| (!listed.is_empty()).then(|| format!("the {} allowed here are: {}", if top { "tables" } else { "keys" }, listed.join(", "))));
+    let (message, label) = if header {
+        (format!("unknown table `[{key}]`"), "not a table nixpack knows")
     } else {
-        "near here".to_owned()
+        (format!("unknown key `{key}`{}", in_table(keys)), "not a key nixpack knows here")
     };
     Problem {
-        message: format!("invalid nixpack.toml: {message}"),
+        message,
         span,
-        label,
-        help: None,
+        label: label.into(),
+        help,
     }
+}
+
+/// The dotted key path serde was reading when it failed (`image.ports`).
+/// `toml` prints it (only) when the error carries no source text.
+fn error_keys(e: &toml::de::Error) -> Vec<String> {
+    let mut bare = e.clone();
+    bare.set_input(None);
+    let shown = bare.to_string();
+    let mut lines = shown.trim_end().lines();
+    let last = lines.next_back();
+    match (lines.next(), last.and_then(|l| l.strip_prefix("in `")).and_then(|l| l.strip_suffix('`'))) {
+        (Some(_), Some(path)) => path.split('.').map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// ` in [[image]]` / ` in [builder.templates]` for a key path.
+fn in_table(keys: &[String]) -> String {
+    match keys {
+        [] => String::new(),
+        [only] if only == "image" => " in `[[image]]`".to_owned(),
+        _ => format!(" in `[{}]`", keys.join(".")),
+    }
+}
+
+/// serde's type words in the words of a TOML user.
+fn plain_type(t: &str) -> String {
+    let t = t.trim();
+    if t.starts_with("struct ") || t == "map" || t == "a map" {
+        return "a table".into();
+    }
+    match t {
+        "sequence" | "a sequence" => "a list".into(),
+        "a boolean" => "true or false".into(),
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" => "an integer".into(),
+        _ => t.to_owned(),
+    }
+}
+
+/// How a key is written, for the help under a wrong value.
+fn example_for(key: Option<&str>) -> Option<String> {
+    let example = match key? {
+        "ports" => r#"ports = [8080, "8080/tcp", "53/udp"]"#,
+        "entrypoint" => r#"entrypoint = ["/bin/server", "--flag"]"#,
+        "cmd" => r#"cmd = ["--port", "8080"]"#,
+        "env" => r#"env = { NAME = "value" }"#,
+        "labels" => r#"labels = { "org.example.team" = "web" }"#,
+        "layers" => "layers = 40",
+        "tmp" | "bin" | "usr-local" => "tmp = true",
+        "image" => "[[image]] tables, each with `name` and `expression`",
+        _ => return None,
+    };
+    Some(format!("write it like: {example}"))
 }
 
 fn closest<'a>(word: &str, choices: &[&'a str]) -> Option<&'a str> {
@@ -183,7 +292,12 @@ fn build(raw: RawManifest, text: &str, path: &Path, root: &Path) -> Check<Manife
     };
 
     let images = match raw.image {
-        None => return problem(text.len()..text.len(), "the manifest declares no image", "no `[[image]]` table in the file", Some("add an `[[image]]` table with `name` and `expression`".into())),
+        None => {
+            // Point at the end of the last line with text: an empty span
+            // past the final newline would show no line at all.
+            let end = text.trim_end().len();
+            return problem(end..end, "the manifest declares no image", "add an `[[image]]` table after this", Some("add an `[[image]]` table with `name` and `expression`; `nixpack init` writes an example".into()));
+        }
         Some(list) if list.get_ref().is_empty() => return problem(list.span(), "the manifest declares no image", "empty list", Some("add an `[[image]]` table with `name` and `expression`".into())),
         Some(list) => list.into_inner(),
     };
@@ -191,15 +305,15 @@ fn build(raw: RawManifest, text: &str, path: &Path, root: &Path) -> Check<Manife
     let mut out = Vec::new();
     for image in images {
         let span = image.span();
-        let image = build_image(image.into_inner(), span.clone(), root)?;
-        // Name and tag together must be unique; the same name with another
-        // tag would still share the `.nixpack/<name>` folder, so refuse it too.
+        let name_span = image.get_ref().name.as_ref().map_or(span.clone(), Spanned::span);
+        let image = build_image(image.into_inner(), span, root)?;
+        // The same name with another tag would still share the
+        // `.nixpack/<name>` folder, so a repeated name is refused outright.
         if let Some(first) = seen.get(image.name.as_str()) {
             let line = text[..first.start].matches('\n').count() + 1;
-            let name_span = find_in(text, span.clone(), image.name.as_str());
-            return problem(name_span, format!("duplicate image name `{}`", image.name), "declared again here", Some(format!("it is first declared in the `[[image]]` at line {line}; image names must be unique")));
+            return problem(name_span, format!("duplicate image name `{}`", image.name), "declared again here", Some(format!("`{}` is first declared at line {line}; image names must be unique", image.name)));
         }
-        seen.insert(image.name.to_string(), span);
+        seen.insert(image.name.to_string(), name_span);
         out.push(image);
     }
     Ok(Manifest {
@@ -217,21 +331,10 @@ fn build(raw: RawManifest, text: &str, path: &Path, root: &Path) -> Check<Manife
     })
 }
 
-/// The span of `needle` as a quoted value inside `within`, for errors about
-/// a value we no longer hold a span for.
-fn find_in(text: &str, within: std::ops::Range<usize>, needle: &str) -> std::ops::Range<usize> {
-    let hay = &text[within.clone()];
-    match hay.find(&format!("\"{needle}\"")).or_else(|| hay.find(&format!("'{needle}'"))) {
-        Some(i) => within.start + i..within.start + i + needle.len() + 2,
-        None => within,
-    }
-}
-
 fn build_image(raw: RawImage, span: std::ops::Range<usize>, root: &Path) -> Check<Image> {
-    let header = span.start..span.start;
     let name_raw = match raw.name {
         Some(n) => n,
-        None => return problem(header, "this `[[image]]` has no `name`", "image without a name", Some("add `name = \"my-app\"` (the repository to tag)".into())),
+        None => return problem(span, "this `[[image]]` has no `name`", "image without a name", Some("add `name = \"my-app\"` (the repository to tag)".into())),
     };
     let name = ImageName::parse(name_raw.get_ref()).or_else(|why| problem(name_raw.span(), format!("`{}` is not an image name Docker accepts: {why}", name_raw.get_ref().escape_debug()), "invalid image name", Some("use lower-case letters, digits and `.`, `_`, `-` separated by `/`".into())))?;
     let tag = match raw.tag {

@@ -1,0 +1,503 @@
+//! The one place that talks to the Docker Engine (through bollard's HTTP
+//! API client; never the `docker` CLI).
+//!
+//! Files cross between this host and containers only through the Engine's
+//! archive API (`PUT`/`GET /containers/{id}/archive`) and build contexts, so
+//! everything works when the engine is on another machine
+//! (`DOCKER_HOST=ssh://…` or `tcp://…`). Streams are never buffered whole:
+//! contexts are written by a blocking tar writer into a channel, downloads
+//! are unpacked as they arrive.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, VolumeCreateRequest};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use miette::Diagnostic;
+use thiserror::Error;
+
+/// Something the engine refused or could not do.
+#[derive(Debug, Error, Diagnostic)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// No engine answered.
+    #[error("cannot reach the Docker Engine at {host}: {reason}")]
+    #[diagnostic(
+        code(nixpack::engine::unreachable),
+        help("start Docker, or point DOCKER_HOST at a running engine (unix:///var/run/docker.sock, tcp://HOST:2375, ssh://USER@HOST)")
+    )]
+    Unreachable {
+        /// The socket or URL tried.
+        host: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// An API call failed.
+    #[error("Docker Engine: {action} failed: {reason}")]
+    #[diagnostic(code(nixpack::engine::api))]
+    Api {
+        /// What nixpack was doing.
+        action: String,
+        /// What the engine said.
+        reason: String,
+    },
+    /// `docker build` of a rendered Dockerfile failed.
+    #[error("building {what} failed: {reason}")]
+    #[diagnostic(code(nixpack::engine::build))]
+    Build {
+        /// Which image (builder or scratch).
+        what: String,
+        /// The engine's error.
+        reason: String,
+        /// What to check.
+        #[help]
+        help: Option<String>,
+    },
+}
+
+fn api(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
+    let action = action.into();
+    move |e| EngineError::Api { action, reason: e.to_string() }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// Containers and images nixpack has started or half-made, so that a
+/// failure or Ctrl-C can remove them. Shared by every task of a command.
+#[derive(Clone, Default)]
+pub struct Cleanup {
+    containers: Arc<Mutex<Vec<String>>>,
+}
+
+impl Cleanup {
+    fn add(&self, id: &str) {
+        self.containers.lock().expect("cleanup lock").push(id.to_owned());
+    }
+
+    fn forget(&self, id: &str) {
+        self.containers.lock().expect("cleanup lock").retain(|c| c != id);
+    }
+
+    /// Force-removes every container still registered.
+    pub async fn run(&self, engine: &Engine) {
+        let ids: Vec<String> = std::mem::take(&mut *self.containers.lock().expect("cleanup lock"));
+        for id in ids {
+            let _ = engine.remove_container(&id).await;
+        }
+    }
+}
+
+/// A connected engine.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+    /// Where it is, for messages.
+    pub host: String,
+    /// Registered containers to remove on failure or interrupt.
+    pub cleanup: Cleanup,
+}
+
+/// What to run in a container.
+pub struct RunSpec<'a> {
+    /// Image id or reference.
+    pub image: &'a str,
+    /// Command (appended to the image's entrypoint).
+    pub cmd: Vec<String>,
+    /// Replace the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// `KEY=VALUE` pairs.
+    pub env: Vec<String>,
+    /// Named volumes: (volume, mount point).
+    pub volumes: Vec<(String, String)>,
+    /// Tar archives to unpack at `/` before the container starts.
+    pub uploads: Vec<Vec<u8>>,
+    /// Labels for the container (so a stray one can be found).
+    pub labels: HashMap<String, String>,
+}
+
+impl Engine {
+    /// Connects (DOCKER_HOST or the local socket), negotiates the API
+    /// version and pings, so an absent engine is one clear error up front.
+    pub async fn connect() -> Result<Engine, EngineError> {
+        let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        let unreachable = |reason: String| EngineError::Unreachable { host: host.clone(), reason };
+        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
+        let docker = docker.negotiate_version().await.map_err(|e| unreachable(e.to_string()))?;
+        docker.ping().await.map_err(|e| unreachable(e.to_string()))?;
+        Ok(Engine {
+            docker,
+            host,
+            cleanup: Cleanup::default(),
+        })
+    }
+
+    /// The raw client, for the few calls that are used in one place only.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The image's id and labels, or `None` when it is not present.
+    pub async fn inspect_image(&self, reference: &str) -> Result<Option<ImageFacts>, EngineError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(Some(ImageFacts {
+                id: i.id.unwrap_or_default(),
+                size: i.size.unwrap_or(0).max(0) as u64,
+                labels: i.config.and_then(|c| c.labels).unwrap_or_default(),
+                layers: i.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
+        }
+    }
+
+    /// Pulls `reference`, reporting progress lines.
+    pub async fn pull(&self, reference: &str, mut progress: impl FnMut(&str)) -> Result<(), EngineError> {
+        let opts = CreateImageOptionsBuilder::default().from_image(reference).build();
+        let mut s = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = s.next().await {
+            let info = item.map_err(api(format!("pulling {reference}")))?;
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(EngineError::Api {
+                    action: format!("pulling {reference}"),
+                    reason: err,
+                });
+            }
+            if let Some(status) = info.status {
+                let id = info.id.map(|i| format!("{i}: ")).unwrap_or_default();
+                progress(&format!("{id}{status}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds an image from a streamed context and returns its id. The
+    /// context is produced by `write_context` on a blocking thread.
+    pub async fn build(
+        &self,
+        what: &str,
+        labels: HashMap<String, String>,
+        write_context: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()> + Send + 'static,
+        mut on_log: impl FnMut(&str),
+    ) -> Result<String, EngineError> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+        let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
+        let producer = tokio::task::spawn_blocking(move || {
+            let mut b = tar::Builder::new(writer);
+            b.follow_symlinks(false);
+            let r = write_context(&mut b).and_then(|_| b.into_inner()).and_then(|mut w| w.flush());
+            if let Err(e) = r {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let opts = BuildImageOptionsBuilder::default().dockerfile("Dockerfile").rm(true).forcerm(true).labels(&labels).build();
+        let mut s = self.docker.build_image(opts, None, Some(bollard::body_try_stream(body)));
+        let mut id = None;
+        let mut tail: Vec<String> = Vec::new();
+        let mut failure = None;
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream {
+                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                            on_log(line);
+                            tail.push(line.to_owned());
+                            if tail.len() > 20 {
+                                tail.remove(0);
+                            }
+                        }
+                    }
+                    if let Some(d) = info.error_detail.and_then(|d| d.message) {
+                        failure = Some(d);
+                    }
+                    if let Some(i) = info.aux.and_then(|a| a.id) {
+                        id = Some(i);
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let _ = producer.await;
+        if let Some(reason) = failure {
+            return Err(EngineError::Build {
+                what: what.to_owned(),
+                reason,
+                help: None,
+            });
+        }
+        id.ok_or_else(|| EngineError::Build {
+            what: what.to_owned(),
+            reason: "the engine reported no image id".into(),
+            help: None,
+        })
+    }
+
+    /// Tags `id` as `repo:tag`.
+    pub async fn tag(&self, id: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
+        let opts = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+        self.docker.tag_image(id, Some(opts)).await.map_err(api(format!("tagging {repo}:{tag}")))
+    }
+
+    /// Removes an image (no error when it is already gone).
+    pub async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
+        let opts = RemoveImageOptionsBuilder::default().force(true).build();
+        match self.docker.remove_image(reference, Some(opts), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(format!("removing image {reference}"))(e)),
+        }
+    }
+
+    /// The labels of a volume, or `None` when it does not exist.
+    pub async fn volume_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
+        match self.docker.inspect_volume(name).await {
+            Ok(v) => Ok(Some(v.labels)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting volume {name}"))(e)),
+        }
+    }
+
+    /// Creates a volume (idempotent on the engine's side).
+    pub async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<(), EngineError> {
+        let req = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.docker.create_volume(req).await.map(|_| ()).map_err(api(format!("creating volume {name}")))
+    }
+
+    /// Creates a container (registered for cleanup), uploads `spec.uploads`.
+    pub async fn create_container(&self, spec: &RunSpec<'_>, ports: &[(String, u16)]) -> Result<String, EngineError> {
+        let mounts = spec
+            .volumes
+            .iter()
+            .map(|(v, at)| Mount {
+                source: Some(v.clone()),
+                target: Some(at.clone()),
+                typ: Some(MountType::VOLUME),
+                ..Default::default()
+            })
+            .collect();
+        let port_bindings = ports
+            .iter()
+            .map(|(p, host_port)| {
+                (
+                    p.clone(),
+                    Some(vec![PortBinding {
+                        host_ip: Some("127.0.0.1".into()),
+                        host_port: Some(host_port.to_string()),
+                    }]),
+                )
+            })
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(spec.image.to_owned()),
+            cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            exposed_ports: (!ports.is_empty()).then(|| ports.iter().map(|(p, _)| p.clone()).collect()),
+            host_config: Some(HostConfig {
+                mounts: Some(mounts),
+                port_bindings: (!ports.is_empty()).then_some(port_bindings),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+            .await
+            .map_err(api(format!("creating a container from {}", spec.image)))?;
+        let id = created.id;
+        self.cleanup.add(&id);
+        for archive in &spec.uploads {
+            let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+            let bytes = Bytes::from(archive.clone());
+            self.docker
+                .upload_to_container(&id, Some(opts), bollard::body_full(bytes))
+                .await
+                .map_err(api("uploading files into the builder"))?;
+        }
+        Ok(id)
+    }
+
+    /// Starts a container, streams its output lines to `on_line`, waits,
+    /// and returns the exit code. The container is left for [`Self::download`]
+    /// and [`Self::remove_container`].
+    pub async fn start_and_wait(&self, id: &str, mut on_line: impl FnMut(&str)) -> Result<i64, EngineError> {
+        self.docker.start_container(id, None).await.map_err(api("starting a container"))?;
+        let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+        let mut logs = self.docker.logs(id, Some(opts));
+        let mut pending = String::new();
+        while let Some(item) = logs.next().await {
+            let Ok(out) = item else { break };
+            pending.push_str(&String::from_utf8_lossy(&out.into_bytes()));
+            while let Some(i) = pending.find('\n') {
+                let line: String = pending.drain(..=i).collect();
+                on_line(line.trim_end_matches(['\n', '\r']));
+            }
+        }
+        if !pending.is_empty() {
+            on_line(&pending);
+        }
+        let opts = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let mut wait = self.docker.wait_container(id, Some(opts));
+        match wait.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(api("waiting for a container")(e)),
+            None => Err(EngineError::Api {
+                action: "waiting for a container".into(),
+                reason: "the engine closed the stream".into(),
+            }),
+        }
+    }
+
+    /// Copies the folder `path` out of a container into `dest` (created),
+    /// unpacking as the archive streams in.
+    pub async fn download(&self, id: &str, path: &str, dest: &Path) -> Result<(), EngineError> {
+        let opts = DownloadFromContainerOptionsBuilder::default().path(path).build();
+        let stream = self.docker.download_from_container(id, Some(opts)).map_err(std::io::Error::other);
+        let reader = tokio_util::io::StreamReader::new(stream);
+        let sync = tokio_util::io::SyncIoBridge::new(reader);
+        let dest = dest.to_owned();
+        let what = format!("copying {path} out of the builder");
+        tokio::task::spawn_blocking(move || unpack_stripped(sync, &dest))
+            .await
+            .map_err(|e| EngineError::Api { action: what.clone(), reason: e.to_string() })?
+            .map_err(|e| EngineError::Api { action: what, reason: e.to_string() })
+    }
+
+    /// Stops (briefly) and removes a container and its anonymous volumes.
+    pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        self.cleanup.forget(id);
+        let _ = self.docker.stop_container(id, Some(StopContainerOptionsBuilder::default().t(2).build())).await;
+        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api("removing a container")(e)),
+        }
+    }
+
+    /// Runs a container to completion: create, upload, start, stream
+    /// output, download `download` to `dest`, and always remove it.
+    pub async fn run_to_completion(
+        &self,
+        spec: &RunSpec<'_>,
+        on_line: impl FnMut(&str),
+        download: Option<(&str, &Path)>,
+    ) -> Result<i64, EngineError> {
+        let id = self.create_container(spec, &[]).await?;
+        let result = async {
+            let code = self.start_and_wait(&id, on_line).await?;
+            if let Some((path, dest)) = download {
+                self.download(&id, path, dest).await?;
+            }
+            Ok(code)
+        }
+        .await;
+        let removed = self.remove_container(&id).await;
+        let code = result?;
+        removed?;
+        Ok(code)
+    }
+}
+
+/// What nixpack reads of an image.
+#[derive(Debug, Clone)]
+pub struct ImageFacts {
+    /// `sha256:…` image id.
+    pub id: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Config labels.
+    pub labels: HashMap<String, String>,
+    /// Layer DiffIDs, bottom first.
+    pub layers: Vec<String>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+/// A `Write` that sends 256 KiB chunks into a channel: the bridge from a
+/// blocking tar writer to an async request body.
+pub struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the engine stopped reading the build context"))
+    }
+}
+
+/// Unpacks an archive whose entries all start with one folder name (as
+/// the archive API returns them) into `dest`, dropping that first part.
+/// Each file is written under a temporary name and renamed when complete,
+/// so an interrupted download never leaves a truncated layer behind.
+fn unpack_stripped(reader: impl std::io::Read, dest: &Path) -> std::io::Result<()> {
+    use std::path::Component;
+    std::fs::create_dir_all(dest)?;
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let original = entry.path()?.into_owned();
+        let mut parts = original.components().skip(1).peekable();
+        if parts.peek().is_none() {
+            continue;
+        }
+        let mut rel = PathBuf::new();
+        for c in parts {
+            match c {
+                Component::Normal(n) => rel.push(n),
+                _ => return Err(std::io::Error::other(format!("refusing to unpack {}", original.display()))),
+            }
+        }
+        let target = dest.join(&rel);
+        if entry.header().entry_type().is_dir() {
+            std::fs::create_dir_all(&target)?;
+            continue;
+        }
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        // Unique per process and entry: two builds may fetch the same layer.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut partial = target.clone().into_os_string();
+        partial.push(format!(".partial-{}-{seq}", std::process::id()));
+        let partial = PathBuf::from(partial);
+        entry.unpack(&partial)?;
+        std::fs::rename(&partial, &target)?;
+    }
+    Ok(())
+}
