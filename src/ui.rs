@@ -120,3 +120,16 @@ impl Drop for Stage {
         }
     }
 }
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM: either means "stop, clean up".
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

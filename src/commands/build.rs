@@ -41,7 +41,7 @@ pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
                 engine.cleanup.run(&engine).await;
                 r
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = crate::ui::shutdown_signal() => {
                 ui.log("interrupted: removing the containers nixpack started");
                 engine.cleanup.run(&engine).await;
                 Err(Error::interrupted())

@@ -67,7 +67,7 @@ pub async fn run(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &Im
             ],
             volumes: vec![(volume.to_owned(), "/nix".into())],
             uploads: vec![upload],
-            labels: HashMap::from([("dev.nixpack.stage".to_owned(), "layers".to_owned())]),
+            labels: HashMap::from([("dev.nixpack.stage".to_owned(), "layers".to_owned()), ("dev.nixpack.image".to_owned(), image.name.to_string())]),
         };
         let mut tail = Vec::new();
         let code = ctx

@@ -1,0 +1,336 @@
+//! End-to-end tests against the real Docker Engine: every stage runs for
+//! real (builder image, store volume, nix-build in the builder, layers,
+//! scratch image), and the results are checked through the Engine's API.
+//!
+//! They need the offline builder base `nixpack-base:bookworm`; `scripts/test`
+//! makes it first (`scripts/make-builder-base`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use futures_util::StreamExt;
+use nixpack::closure::Closure;
+
+const BASE: &str = "nixpack-base:bookworm";
+
+fn nixpack_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nixpack"))
+}
+
+fn nixpack(dir: &Path, args: &[&str]) -> Output {
+    Command::new(nixpack_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("nixpack runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A name no other test (or earlier run) uses.
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("nixpack-e2e/{prefix}-{}-{nanos}", std::process::id())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}
+
+fn docker() -> bollard::Docker {
+    rt().block_on(async { bollard::Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap() })
+}
+
+fn require_base() {
+    let d = docker();
+    let present = rt().block_on(d.inspect_image(BASE)).is_ok();
+    assert!(present, "the builder base {BASE} is missing: run scripts/make-builder-base (scripts/test does)");
+}
+
+/// Removes the image when the test ends, pass or fail.
+struct ImageGuard(Vec<String>);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let d = docker();
+        for r in &self.0 {
+            let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
+            let _ = rt().block_on(d.remove_image(r, Some(opts), None));
+        }
+    }
+}
+
+/// A project folder with a manifest and files.
+fn project(manifest: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nixpack.toml"), manifest).unwrap();
+    for (p, t) in files {
+        std::fs::write(dir.path().join(p), t).unwrap();
+    }
+    dir
+}
+
+/// A derivation with a `bin/` and a `share/`, unique per `nonce`.
+fn tiny_expression(nonce: &str) -> String {
+    format!(
+        r#"builtins.derivation {{
+  name = "tiny";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" "/bin/mkdir -p $out/bin $out/share/tiny; echo {nonce} > $out/share/tiny/nonce; echo '#!/bin/sh' > $out/bin/tiny" ];
+}}
+"#
+    )
+}
+
+fn containers_labelled(label: &str) -> Vec<String> {
+    let d = docker();
+    let opts = ListContainersOptionsBuilder::default().all(true).filters(&HashMap::from([("label", vec![label])])).build();
+    rt().block_on(d.list_containers(Some(opts))).unwrap().into_iter().filter_map(|c| c.id).collect()
+}
+
+/// Containers created with `label` between `since` and now (Engine events).
+fn containers_created_since(label: &str, since: u64) -> usize {
+    let d = docker();
+    let until = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 1;
+    let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"]), ("label", vec![label])]);
+    let opts = EventsOptionsBuilder::default().since(&since.to_string()).until(&until.to_string()).filters(&filters).build();
+    rt().block_on(async { d.events(Some(opts)).collect::<Vec<_>>().await }).len()
+}
+
+/// The image's filesystem, from `docker save` (the Engine's image export):
+/// path → (mode, link target), the union of its layers.
+fn image_filesystem(reference: &str) -> BTreeMap<String, (u32, Option<String>)> {
+    let d = docker();
+    let bytes: Vec<u8> = rt().block_on(async {
+        let mut s = d.export_image(reference);
+        let mut out = Vec::new();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    });
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut archive = tar::Archive::new(&bytes[..]);
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(path, data);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let mut fs = BTreeMap::new();
+    for layer in manifest[0]["Layers"].as_array().unwrap() {
+        let mut a = tar::Archive::new(&files[layer.as_str().unwrap()][..]);
+        for e in a.entries().unwrap() {
+            let e = e.unwrap();
+            let path = e.path().unwrap().display().to_string().trim_end_matches('/').to_owned();
+            let link = e.link_name().unwrap().map(|l| l.display().to_string());
+            fs.insert(path, (e.header().mode().unwrap(), link));
+        }
+    }
+    fs
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+fn copy_example(to: &Path) {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-http");
+    for f in ["default.nix", "nixpack.toml"] {
+        std::fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn example_builds_runs_and_answers_over_http() {
+    require_base();
+    let dir = tempfile::tempdir().unwrap();
+    copy_example(dir.path());
+    let name = unique("python-http");
+    let port = 18000 + (std::process::id() % 1000) as u16;
+    let manifest = std::fs::read_to_string(dir.path().join("nixpack.toml"))
+        .unwrap()
+        .replace("\"nixpack-example/python-http\"", &format!("{name:?}"))
+        .replace("\"8080\"", &format!("\"{port}\""))
+        .replace("ports = [8080]", &format!("ports = [{port}]\nuser = \"65534:65534\""));
+    std::fs::write(dir.path().join("nixpack.toml"), manifest).unwrap();
+    let reference = format!("{name}:latest");
+    let _guard = ImageGuard(vec![reference.clone()]);
+
+    let out = nixpack(dir.path(), &["build"]);
+    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&reference), "the summary names the image:\n{}", text(&out.stdout));
+
+    // The image config is what the manifest says.
+    let d = docker();
+    let inspect = rt().block_on(d.inspect_image(&reference)).unwrap();
+    let config = inspect.config.unwrap();
+    assert_eq!(config.entrypoint.unwrap(), vec!["/bin/python3", "-m", "http.server"]);
+    assert_eq!(config.cmd.unwrap(), vec![port.to_string(), "--bind".into(), "0.0.0.0".into(), "--directory".into(), "/usr/local/share/www".into()]);
+    assert!(config.env.unwrap().contains(&"PYTHONUNBUFFERED=1".to_owned()));
+    assert_eq!(config.working_dir.as_deref(), Some("/tmp"));
+    assert_eq!(config.user.as_deref(), Some("65534:65534"));
+    assert_eq!(config.exposed_ports.unwrap().into_iter().collect::<Vec<_>>(), vec![format!("{port}/tcp")]);
+    let labels = config.labels.unwrap();
+    let closure_json = std::fs::read_to_string(dir.path().join(".nixpack").join(name.replace('/', "_")).join("closure.json")).unwrap();
+    let closure = Closure::from_json(&closure_json).unwrap();
+    assert_eq!(labels["dev.nixpack.result"], closure.result.as_str());
+    assert_eq!(labels["org.opencontainers.image.title"], name);
+
+    // The filesystem is exactly the closure plus the conventions.
+    let fs = image_filesystem(&reference);
+    let store: BTreeSet<String> = fs.keys().filter(|p| p.matches('/').count() == 2 && p.starts_with("nix/store/")).map(|p| format!("/{p}")).collect();
+    let expected: BTreeSet<String> = closure.paths.keys().map(|p| p.to_string()).collect();
+    assert_eq!(store, expected, "store paths in the image");
+    let top: BTreeSet<&str> = fs.keys().map(|p| p.split('/').next().unwrap()).collect();
+    assert_eq!(top, BTreeSet::from(["bin", "nix", "tmp", "usr"]));
+    let outside: Vec<&String> = fs.keys().filter(|p| !p.starts_with("nix/") && *p != "nix").collect();
+    assert_eq!(outside, vec!["bin", "tmp", "usr", "usr/local", "usr/local/share"]);
+    assert_eq!(fs["tmp"].0 & 0o7777, 0o1777, "/tmp is 1777");
+    assert_eq!(fs["bin"].1.as_deref(), Some(format!("{}/bin", closure.result).as_str()));
+    assert_eq!(fs["usr/local/share"].1.as_deref(), Some(format!("{}/share", closure.result).as_str()));
+
+    // `nixpack run` publishes the port on loopback and answers over HTTP.
+    let mut run = Command::new(nixpack_bin()).arg("run").current_dir(dir.path()).env("NO_COLOR", "1").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut answer = None;
+    while Instant::now() < deadline {
+        if let Some(body) = http_get(port).filter(|b| b.contains("200 OK")) {
+            answer = Some(body);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill").arg("-TERM").arg(run.id().to_string()).status();
+    let status = run.wait().unwrap();
+    let mut err = String::new();
+    run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let answer = answer.unwrap_or_else(|| panic!("no HTTP answer on 127.0.0.1:{port}; nixpack run said:\n{err}"));
+    assert!(answer.contains("Hello from a FROM-scratch Nix image"), "{answer}");
+    assert!(status.success(), "nixpack run ends cleanly on SIGTERM: {status:?}\n{err}");
+    assert!(containers_labelled(&format!("dev.nixpack.run={reference}")).is_empty(), "the run container is removed");
+}
+
+#[test]
+fn a_rebuild_with_nothing_changed_starts_no_container() {
+    require_base();
+    let name = unique("unchanged");
+    let dir = project(&format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"), &[("default.nix", &tiny_expression(&name))]);
+    let _guard = ImageGuard(vec![format!("{name}:latest")]);
+    let out = nixpack(dir.path(), &["build"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = rt().block_on(docker().inspect_image(&format!("{name}:latest"))).unwrap().id;
+
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let out = nixpack(dir.path(), &["build"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("unchanged"), "{}", text(&out.stdout));
+    assert_eq!(containers_created_since(&format!("dev.nixpack.image={name}"), since), 0, "no builder container on a no-change rebuild");
+    assert_eq!(rt().block_on(docker().inspect_image(&format!("{name}:latest"))).unwrap().id, first);
+
+    // The store volume is labelled with the builder recipe it was seeded from.
+    let volumes = rt().block_on(docker().list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)).unwrap().volumes.unwrap_or_default();
+    assert!(volumes.iter().any(|v| v.name.starts_with("nixpack-store-") && v.labels.contains_key("dev.nixpack.store.recipe")));
+}
+
+#[test]
+fn a_failing_expression_exits_non_zero_and_leaves_nothing_behind() {
+    require_base();
+    let name = unique("failing");
+    let expr = r#"builtins.derivation { name = "fails"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo nixpack-test-about-to-fail; exit 3" ]; }"#;
+    let dir = project(&format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"), &[("default.nix", expr)]);
+    let out = nixpack(dir.path(), &["build"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nix-build failed"), "{err}");
+    assert!(err.contains("nixpack-test-about-to-fail"), "the log tail is shown:\n{err}");
+    assert!(err.contains("build.log"), "the log's path is named:\n{err}");
+    assert!(rt().block_on(docker().inspect_image(&format!("{name}:latest"))).is_err(), "no image is tagged");
+    assert!(containers_labelled(&format!("dev.nixpack.image={name}")).is_empty(), "no container is left");
+}
+
+#[test]
+fn a_broken_scratch_override_names_the_stage_and_the_file() {
+    require_base();
+    let name = unique("override");
+    let template = "FROM scratch\n{{#each layers}}ADD {{this.file}} /\n{{/each}}RUN /no/such/program\n";
+    let dir = project(
+        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[builder.templates]\nscratch = \"broken.hbs\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"),
+        &[("default.nix", &tiny_expression(&name)), ("broken.hbs", template)],
+    );
+    let out = nixpack(dir.path(), &["build"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("stage image failed"), "{err}");
+    assert!(err.contains("broken.hbs"), "{err}");
+    assert!(rt().block_on(docker().inspect_image(&format!("{name}:latest"))).is_err(), "no image is tagged");
+}
+
+#[test]
+fn two_images_build_in_parallel_over_one_store() {
+    require_base();
+    let (a, b) = (unique("par-a"), unique("par-b"));
+    let manifest = format!(
+        "[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{a}\"\nexpression = \"a.nix\"\n[[image]]\nname = \"{b}\"\nexpression = \"b.nix\"\n"
+    );
+    let dir = project(&manifest, &[("a.nix", &tiny_expression(&a)), ("b.nix", &tiny_expression(&b))]);
+    let _guard = ImageGuard(vec![format!("{a}:latest"), format!("{b}:latest")]);
+    let out = nixpack(dir.path(), &["build", "-j", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for n in [&a, &b] {
+        assert!(rt().block_on(docker().inspect_image(&format!("{n}:latest"))).is_ok(), "{n} is tagged");
+    }
+}
+
+#[test]
+fn two_build_processes_at_once_share_the_store() {
+    require_base();
+    let names = [unique("proc-a"), unique("proc-b")];
+    let dirs: Vec<_> = names
+        .iter()
+        .map(|n| project(&format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{n}\"\nexpression = \"default.nix\"\n"), &[("default.nix", &tiny_expression(n))]))
+        .collect();
+    let _guard = ImageGuard(names.iter().map(|n| format!("{n}:latest")).collect());
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|d| Command::new(nixpack_bin()).arg("build").current_dir(d.path()).env("NO_COLOR", "1").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    for n in &names {
+        assert!(rt().block_on(docker().inspect_image(&format!("{n}:latest"))).is_ok(), "{n} is tagged");
+    }
+}
+
+#[test]
+fn an_unreachable_engine_is_one_clear_error() {
+    let dir = project(&format!("[project]\nname = \"t\"\n[[image]]\nname = \"x\"\nexpression = \"default.nix\"\n"), &[("default.nix", "1")]);
+    let out = Command::new(nixpack_bin())
+        .arg("build")
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env("DOCKER_HOST", "unix:///tmp/nixpack-no-such-docker.sock")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot reach the Docker Engine at unix:///tmp/nixpack-no-such-docker.sock"), "{err}");
+    assert!(err.contains("DOCKER_HOST"), "the help says what to set:\n{err}");
+}
