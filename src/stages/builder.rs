@@ -97,6 +97,23 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
             ));
         }
     };
+    // Another nixpack may have built the same recipe meanwhile: keep its
+    // image and drop ours rather than leave a dangling copy.
+    if let Some(winner) = ctx.engine.inspect_image(&reference).await.map_err(Error::user)? {
+        if winner.id != id {
+            let _ = ctx.engine.remove_image(&id).await;
+        }
+        stage.done("built (another build tagged it first)");
+        return Ok((
+            BuilderImage {
+                reference,
+                id: winner.id,
+                base_id: base.id,
+                store_key,
+            },
+            true,
+        ));
+    }
     ctx.engine.tag(&id, "nixpack-builder", &full[..16]).await.map_err(Error::user)?;
     stage.done("built");
     Ok((
