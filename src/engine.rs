@@ -142,6 +142,12 @@ impl Engine {
         })
     }
 
+    /// The engine's CPU architecture in image-config terms (`amd64`, …).
+    pub async fn architecture(&self) -> Result<String, EngineError> {
+        let v = self.docker.version().await.map_err(api("asking the engine's version"))?;
+        Ok(v.arch.unwrap_or_else(|| "amd64".to_owned()))
+    }
+
     /// The raw client, for the few calls that are used in one place only.
     pub fn docker(&self) -> &Docker {
         &self.docker
@@ -190,17 +196,7 @@ impl Engine {
         write_context: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()> + Send + 'static,
         mut on_log: impl FnMut(&str),
     ) -> Result<String, EngineError> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
-        let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
-        let producer = tokio::task::spawn_blocking(move || {
-            let mut b = tar::Builder::new(writer);
-            b.follow_symlinks(false);
-            let r = write_context(&mut b).and_then(|_| b.into_inner()).and_then(|mut w| w.flush());
-            if let Err(e) = r {
-                let _ = tx.blocking_send(Err(e));
-            }
-        });
-        let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+        let (body, producer) = tar_body(write_context);
         let opts = BuildImageOptionsBuilder::default().dockerfile("Dockerfile").rm(true).forcerm(true).labels(&labels).build();
         let mut s = self.docker.build_image(opts, None, Some(bollard::body_try_stream(body)));
         let mut id = None;
@@ -243,6 +239,46 @@ impl Engine {
             what: what.to_owned(),
             reason: "the engine reported no image id".into(),
             help: None,
+        })
+    }
+
+    /// Loads a docker-archive (`POST /images/load`) written by
+    /// `write_archive` on a blocking thread; returns the loaded image id.
+    pub async fn load(
+        &self,
+        write_archive: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()> + Send + 'static,
+    ) -> Result<String, EngineError> {
+        let (body, producer) = tar_body(write_archive);
+        let opts = bollard::query_parameters::ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut s = self.docker.import_image(opts, bollard::body_try_stream(body), None);
+        let mut id = None;
+        let mut failure = None;
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(d) = info.error_detail.and_then(|d| d.message) {
+                        failure = Some(d);
+                    }
+                    if let Some(i) = info.stream.as_deref().and_then(|t| t.trim().strip_prefix("Loaded image ID: ")) {
+                        id = Some(i.to_owned());
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let produced = producer.await;
+        if let Some(reason) = failure {
+            return Err(EngineError::Api { action: "loading the image".into(), reason });
+        }
+        if let Ok(Err(e)) = produced {
+            return Err(EngineError::Api { action: "writing the image archive".into(), reason: e.to_string() });
+        }
+        id.ok_or_else(|| EngineError::Api {
+            action: "loading the image".into(),
+            reason: "the engine reported no image id".into(),
         })
     }
 
@@ -434,6 +470,32 @@ pub struct ImageFacts {
 }
 
 const CHUNK: usize = 256 * 1024;
+
+/// A request body fed by a tar writer running on a blocking thread; the
+/// handle reports the writer's own error, if any.
+fn tar_body(
+    write: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()> + Send + 'static,
+) -> (
+    impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
+    let writer = ChannelWriter {
+        tx: tx.clone(),
+        buf: Vec::with_capacity(CHUNK),
+    };
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut b = tar::Builder::new(writer);
+        b.follow_symlinks(false);
+        let r = write(&mut b).and_then(|_| b.into_inner()).and_then(|mut w| w.flush());
+        if let Err(e) = &r {
+            let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
+        }
+        r
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    (body, producer)
+}
 
 /// A `Write` that sends 256 KiB chunks into a channel: the bridge from a
 /// blocking tar writer to an async request body.

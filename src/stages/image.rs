@@ -12,6 +12,7 @@ use std::path::Path;
 
 use super::layers::Layers;
 use super::{key, Ctx};
+use crate::archive;
 use crate::closure::Closure;
 use crate::error::Error;
 use crate::manifest::Image;
@@ -55,6 +56,114 @@ pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, la
         crate::outputs::write_atomic(&dir.join(t.file_name()), text.as_bytes()).map_err(|e| Error::internal("writing rendered files", e))?;
     }
 
+    let reference = image.reference();
+    match crate::dockerfile::parse(&dockerfile) {
+        Ok(recipe) => {
+            let notes: Vec<String> = recipe
+                .layers
+                .iter()
+                .map(|f| match entries.iter().find(|e| e.file == *f) {
+                    Some(e) if e.paths > 0 => format!("nixpack: {} store path(s), {} bytes of NAR", e.paths, e.bytes),
+                    Some(_) => "nixpack: root conventions".to_owned(),
+                    None => format!("ADD {f} /"),
+                })
+                .collect();
+            assemble(ctx, image, dir, &recipe, &notes).await
+        }
+        Err(why) => {
+            if ctx.ui.verbose() > 0 {
+                ctx.ui.log(&format!("{reference}: scratch.Dockerfile line {}: {}; building it with the Engine's builder", why.line, why.reason));
+            }
+            docker_build(ctx, image, dir, &dockerfile, &entries).await
+        }
+    }
+}
+
+/// The native path: nixpack writes the image config and loads the layers
+/// as a docker-archive. The image id is a pure function of the layers and
+/// the config, so "unchanged" is simply "the tag already points at it".
+async fn assemble(ctx: &Ctx<'_>, image: &Image, dir: &Path, recipe: &crate::dockerfile::Recipe, notes: &[String]) -> Result<Built, Error> {
+    let reference = image.reference();
+    let mut diff_ids = Vec::with_capacity(recipe.layers.len());
+    for f in &recipe.layers {
+        diff_ids.push(cached_diff_id(&dir.join(f)).map_err(|e| Error::internal(&format!("reading the layer {f}"), e))?);
+    }
+    let arch = ctx.engine.architecture().await.map_err(Error::user)?;
+    let (config, image_id) = archive::config_json(recipe, &diff_ids, notes, &arch, super::source_date_epoch());
+    crate::outputs::write_atomic(&dir.join("image-config.json"), &config).map_err(|e| Error::internal("writing image-config.json", e))?;
+
+    let existing = ctx.engine.inspect_image(&reference).await.map_err(Error::user)?;
+    if existing.as_ref().is_some_and(|e| e.id == image_id) {
+        let e = existing.expect("checked");
+        return Ok(Built { reference, id: e.id, size: e.size, diff_ids: e.layers, built: false });
+    }
+    let name = image.name.to_string();
+    let stage = ctx.ui.stage(&name, "loading the image");
+    if ctx.engine.inspect_image(&image_id).await.map_err(Error::user)?.is_none() {
+        // Layers the engine already holds under the same parent chain need
+        // not be sent again: the previous image shares a prefix of them.
+        let shared = existing.map_or(0, |e| e.layers.iter().zip(&diff_ids).take_while(|(a, b)| **a == b.0).count());
+        let mut loaded = load(ctx, dir, recipe, &diff_ids, &config, &image_id, shared).await;
+        if let (Err(e), true) = (&loaded, shared > 0) {
+            // An engine that insists on every layer gets every layer.
+            if ctx.ui.verbose() > 0 {
+                ctx.ui.log(&format!("{name}: the engine wants all layers ({:?}); sending them", e.report()));
+            }
+            loaded = load(ctx, dir, recipe, &diff_ids, &config, &image_id, 0).await;
+        } else if ctx.ui.verbose() > 0 && shared > 0 {
+            ctx.ui.log(&format!("{name}: {shared} of {} layers were already in the engine and not sent", diff_ids.len()));
+        }
+        let id = loaded?;
+        if id != image_id {
+            return Err(Error::internal("loading the image", format!("the engine computed {id}, nixpack {image_id}")));
+        }
+    }
+    ctx.engine.tag(&image_id, image.name.as_str(), image.tag.as_str()).await.map_err(Error::user)?;
+    let facts = ctx.engine.inspect_image(&image_id).await.map_err(Error::user)?.ok_or_else(|| Error::internal("inspecting the new image", "it vanished"))?;
+    stage.done(&format!("tagged {reference}"));
+    Ok(Built { reference, id: image_id, size: facts.size, diff_ids: facts.layers, built: true })
+}
+
+async fn load(ctx: &Ctx<'_>, dir: &Path, recipe: &crate::dockerfile::Recipe, diff_ids: &[archive::DiffId], config: &[u8], image_id: &str, skip: usize) -> Result<String, Error> {
+    let files: Vec<(std::path::PathBuf, archive::DiffId)> = recipe.layers.iter().map(|f| dir.join(f)).zip(diff_ids.iter().cloned()).collect();
+    let config = config.to_vec();
+    let config_name = format!("{}.json", image_id.trim_start_matches("sha256:"));
+    let manifest = archive::manifest_json(&config_name, diff_ids);
+    ctx.engine
+        .load(move |tar| {
+            for (i, (path, id)) in files.iter().enumerate() {
+                let name = format!("{}/layer.tar", id.hex());
+                if i < skip {
+                    super::builder::append_bytes(tar, &name, b"", 0o644)?;
+                } else {
+                    tar.append_file(&name, &mut std::fs::File::open(path)?)?;
+                }
+            }
+            super::builder::append_bytes(tar, &config_name, &config, 0o644)?;
+            super::builder::append_bytes(tar, "manifest.json", &manifest, 0o644)
+        })
+        .await
+        .map_err(Error::user)
+}
+
+/// A layer's DiffID, cached beside it in `<file>.diffid` (layer files are
+/// named by content and never change).
+pub fn cached_diff_id(path: &Path) -> std::io::Result<archive::DiffId> {
+    let mut side = path.as_os_str().to_owned();
+    side.push(".diffid");
+    let side = std::path::PathBuf::from(side);
+    if let Ok(s) = std::fs::read_to_string(&side) {
+        if s.starts_with("sha256:") && s.len() == 71 {
+            return Ok(archive::DiffId(s));
+        }
+    }
+    let id = archive::diff_id(std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))?;
+    crate::outputs::write_atomic(&side, id.0.as_bytes())?;
+    Ok(id)
+}
+
+/// The fallback: the Engine's builder replays the Dockerfile.
+async fn docker_build(ctx: &Ctx<'_>, image: &Image, dir: &Path, dockerfile: &str, entries: &[crate::render::LayerEntry]) -> Result<Built, Error> {
     let files: Vec<String> = entries.iter().map(|e| e.file.clone()).collect();
     let key = key(&[dockerfile.as_bytes(), files.join("\n").as_bytes()]);
     let reference = image.reference();
@@ -73,7 +182,7 @@ pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, la
     let name = image.name.to_string();
     let stage = ctx.ui.stage(&name, "building the scratch image");
     let context_dir = dir.to_owned();
-    let df = dockerfile.clone();
+    let df = dockerfile.to_owned();
     let ui = ctx.ui.clone();
     let id = ctx
         .engine

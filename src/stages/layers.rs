@@ -107,7 +107,9 @@ pub async fn run(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &Im
     let keep: BTreeSet<String> = plan.iter().map(Layer::file_name).chain((!conventions.is_empty()).then(|| conventions.file_name())).chain([".mtime".to_owned()]).collect();
     if let Ok(entries) = std::fs::read_dir(&layers_dir) {
         for e in entries.flatten() {
-            if !keep.contains(&*e.file_name().to_string_lossy()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let base = name.strip_suffix(".diffid").unwrap_or(&name);
+            if !keep.contains(base) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
