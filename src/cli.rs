@@ -69,6 +69,10 @@ pub struct BuildArgs {
     /// Build this many images at once over the shared store.
     #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
+    /// Fail (exit 1, with a diff) if the build would change nixpack.lock;
+    /// images are tagged only when it would not.
+    #[arg(long)]
+    pub locked: bool,
 }
 
 /// `nixpack run`.

@@ -18,5 +18,6 @@ pub mod dockerfile;
 pub mod engine;
 pub mod error;
 pub mod layers;
+pub mod lock;
 pub mod outputs;
 pub mod ui;

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use crate::cli::BuildArgs;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::lock::{self, Lock, LockedBuilder, LockedImage, LOCK_NAME};
 use crate::manifest::{Image, Manifest};
 use crate::render::Renderer;
 use crate::stages::{self, builder::BuilderImage, Ctx};
@@ -24,6 +25,10 @@ pub struct Outcome {
     pub store_paths: usize,
     /// Wall time per stage: nix, layers, image.
     pub times: [(&'static str, Duration); 3],
+    /// The closure's result and hash, for the lock.
+    pub result: String,
+    /// sha256 of the canonical closure.
+    pub closure_hash: String,
     /// Whether nix-build ran.
     pub nix_ran: bool,
     /// Closure layers written.
@@ -63,15 +68,16 @@ async fn build(engine: &Engine, manifest: &Manifest, args: &BuildArgs, ui: &Ui) 
             let ctx = &ctx;
             let builder = &builder;
             let volume = &volume;
-            async move { (image.reference(), build_one(ctx, builder, volume, image).await) }
+            async move { (image.reference(), build_one(ctx, builder, volume, image, !args.locked).await) }
         })
         .buffer_unordered(usize::from(args.jobs))
         .collect()
         .await;
 
-    let mut failures = Vec::new();
     ui.line(&format!("{:<40} {:>10} {:>6} {:>8}  {}", "IMAGE", "SIZE", "PATHS", "TIME", "STATUS"));
-    for (reference, r) in &results {
+    let mut done = Vec::new();
+    let mut failures = Vec::new();
+    for (reference, r) in results {
         match r {
             Ok(o) => {
                 let total: Duration = o.times.iter().map(|(_, d)| *d).sum();
@@ -81,18 +87,17 @@ async fn build(engine: &Engine, manifest: &Manifest, args: &BuildArgs, ui: &Ui) 
                     "unchanged".to_owned()
                 };
                 ui.line(&format!("{:<40} {:>10} {:>6} {:>7.1}s  {status}", reference, stages::nix::human_bytes(o.built.size), o.store_paths, total.as_secs_f64()));
+                done.push((reference, o));
             }
-            Err(_) => ui.line(&format!("{reference:<40} {:>10} {:>6} {:>8}  FAILED", "-", "-", "-")),
+            Err(e) => {
+                ui.line(&format!("{reference:<40} {:>10} {:>6} {:>8}  FAILED", "-", "-", "-"));
+                failures.push((reference, e));
+            }
         }
     }
     ui.log(&format!("done in {:.1}s", started.elapsed().as_secs_f64()));
-    for (reference, r) in results {
-        if let Err(e) = r {
-            failures.push((reference, e));
-        }
-    }
     match failures.len() {
-        0 => Ok(()),
+        0 => finish_lock(engine, manifest, &builder, &locked_images(&done, manifest), args.locked, ui).await,
         1 => Err(failures.pop().expect("one").1),
         n => {
             for (reference, e) in &failures {
@@ -103,7 +108,7 @@ async fn build(engine: &Engine, manifest: &Manifest, args: &BuildArgs, ui: &Ui) 
     }
 }
 
-async fn build_one(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &Image) -> Result<Outcome, Error> {
+async fn build_one(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &Image, tag: bool) -> Result<Outcome, Error> {
     let dir = crate::outputs::image_dir(ctx.manifest, image);
     let t = Instant::now();
     let (closure, nix_ran) = stages::nix::run(ctx, builder, volume, image, &dir).await?;
@@ -112,10 +117,12 @@ async fn build_one(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &
     let layers = stages::layers::run(ctx, builder, volume, image, &dir, &closure).await?;
     let layers_time = t.elapsed();
     let t = Instant::now();
-    let built = stages::image::run(ctx, image, &dir, &closure, &layers).await?;
+    let built = stages::image::run(ctx, image, &dir, &closure, &layers, tag).await?;
     let image_time = t.elapsed();
     let outcome = Outcome {
         store_paths: closure.paths.len(),
+        result: closure.result.to_string(),
+        closure_hash: format!("sha256:{}", closure.closure_hash()),
         times: [("nix", nix_time), ("layers", layers_time), ("image", image_time)],
         nix_ran,
         layers_written: layers.written,
@@ -142,4 +149,65 @@ fn write_report(dir: &std::path::Path, closure: &crate::closure::Closure, o: &Ou
     });
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
     let _ = crate::outputs::write_atomic(&dir.join("report.json"), text.as_bytes());
+}
+
+/// The lock entries of the images that built.
+fn locked_images(done: &[(String, Outcome)], manifest: &Manifest) -> Vec<LockedImage> {
+    done.iter()
+        .filter_map(|(reference, o)| {
+            let image = manifest.images.iter().find(|i| i.reference() == *reference)?;
+            Some(LockedImage {
+                name: image.name.to_string(),
+                tag: image.tag.to_string(),
+                result: o.result.clone(),
+                closure_hash: o.closure_hash.clone(),
+                image_id: o.built.id.clone(),
+                diff_ids: o.built.diff_ids.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Writes nixpack.lock, or with `--locked` compares it and tags the
+/// images only when it would not change.
+async fn finish_lock(engine: &Engine, manifest: &Manifest, builder: &BuilderImage, done: &[LockedImage], locked: bool, ui: &Ui) -> Result<(), Error> {
+    let path = manifest.root.join(LOCK_NAME);
+    let old_text = std::fs::read_to_string(&path).ok();
+    let old = match old_text.as_deref().map(Lock::parse) {
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) if locked => return Err(Error::msg(e, "remove nixpack.lock and build without --locked to write a fresh one")),
+        _ => None,
+    };
+    let order: Vec<String> = manifest.images.iter().map(|i| i.name.to_string()).collect();
+    let lock = Lock::merge(
+        old.as_ref(),
+        LockedBuilder {
+            from: manifest.builder.from.to_string(),
+            base_id: builder.base_id.clone(),
+        },
+        done.to_vec(),
+        &order,
+    );
+    let text = lock.render();
+    if locked {
+        let Some(old_text) = old_text else {
+            return Err(Error::msg("--locked, but there is no nixpack.lock", "build once without --locked to write it, and check it in"));
+        };
+        if old_text != text {
+            return Err(Error::msg(
+                format!("the build would change nixpack.lock:\n{}", lock::diff(&old_text, &text)),
+                "if the change is intended, build without --locked and check in the new nixpack.lock; no image was tagged",
+            ));
+        }
+        for l in done {
+            engine.tag(&l.image_id, &l.name, &l.tag).await.map_err(Error::user)?;
+        }
+        ui.log("nixpack.lock is up to date");
+        return Ok(());
+    }
+    if old_text.as_deref() != Some(text.as_str()) {
+        crate::outputs::write_atomic(&path, text.as_bytes()).map_err(|e| Error::internal("writing nixpack.lock", e))?;
+        ui.log(&format!("wrote {}", path.display()));
+    }
+    Ok(())
 }

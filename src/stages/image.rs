@@ -37,7 +37,9 @@ pub struct Built {
 }
 
 /// Builds and tags the image unless the tagged one already has this key.
-pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, layers: &Layers) -> Result<Built, Error> {
+/// With `tag` false the image is made but `NAME:TAG` is left alone (for
+/// `--locked`, which tags only once the lock agrees).
+pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, layers: &Layers, tag: bool) -> Result<Built, Error> {
     let labels = BTreeMap::from([
         ("org.opencontainers.image.title".to_owned(), image.name.to_string()),
         ("org.opencontainers.image.version".to_owned(), image.tag.to_string()),
@@ -68,13 +70,13 @@ pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, la
                     None => format!("ADD {f} /"),
                 })
                 .collect();
-            assemble(ctx, image, dir, &recipe, &notes).await
+            assemble(ctx, image, dir, &recipe, &notes, tag).await
         }
         Err(why) => {
             if ctx.ui.verbose() > 0 {
                 ctx.ui.log(&format!("{reference}: scratch.Dockerfile line {}: {}; building it with the Engine's builder", why.line, why.reason));
             }
-            docker_build(ctx, image, dir, &dockerfile, &entries).await
+            docker_build(ctx, image, dir, &dockerfile, &entries, tag).await
         }
     }
 }
@@ -82,7 +84,7 @@ pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, la
 /// The native path: nixpack writes the image config and loads the layers
 /// as a docker-archive. The image id is a pure function of the layers and
 /// the config, so "unchanged" is simply "the tag already points at it".
-async fn assemble(ctx: &Ctx<'_>, image: &Image, dir: &Path, recipe: &crate::dockerfile::Recipe, notes: &[String]) -> Result<Built, Error> {
+async fn assemble(ctx: &Ctx<'_>, image: &Image, dir: &Path, recipe: &crate::dockerfile::Recipe, notes: &[String], tag: bool) -> Result<Built, Error> {
     let reference = image.reference();
     let mut diff_ids = Vec::with_capacity(recipe.layers.len());
     for f in &recipe.layers {
@@ -118,9 +120,11 @@ async fn assemble(ctx: &Ctx<'_>, image: &Image, dir: &Path, recipe: &crate::dock
             return Err(Error::internal("loading the image", format!("the engine computed {id}, nixpack {image_id}")));
         }
     }
-    ctx.engine.tag(&image_id, image.name.as_str(), image.tag.as_str()).await.map_err(Error::user)?;
+    if tag {
+        ctx.engine.tag(&image_id, image.name.as_str(), image.tag.as_str()).await.map_err(Error::user)?;
+    }
     let facts = ctx.engine.inspect_image(&image_id).await.map_err(Error::user)?.ok_or_else(|| Error::internal("inspecting the new image", "it vanished"))?;
-    stage.done(&format!("tagged {reference}"));
+    stage.done(if tag { "tagged" } else { "loaded (not tagged yet)" });
     Ok(Built { reference, id: image_id, size: facts.size, diff_ids: facts.layers, built: true })
 }
 
@@ -163,7 +167,7 @@ pub fn cached_diff_id(path: &Path) -> std::io::Result<archive::DiffId> {
 }
 
 /// The fallback: the Engine's builder replays the Dockerfile.
-async fn docker_build(ctx: &Ctx<'_>, image: &Image, dir: &Path, dockerfile: &str, entries: &[crate::render::LayerEntry]) -> Result<Built, Error> {
+async fn docker_build(ctx: &Ctx<'_>, image: &Image, dir: &Path, dockerfile: &str, entries: &[crate::render::LayerEntry], tag: bool) -> Result<Built, Error> {
     let files: Vec<String> = entries.iter().map(|e| e.file.clone()).collect();
     let key = key(&[dockerfile.as_bytes(), files.join("\n").as_bytes()]);
     let reference = image.reference();
@@ -216,7 +220,9 @@ async fn docker_build(ctx: &Ctx<'_>, image: &Image, dir: &Path, dockerfile: &str
                 format!("the Dockerfile comes from {template}; it is saved as {}", dir.join("scratch.Dockerfile").display()),
             )
         })?;
-    if let Err(e) = ctx.engine.tag(&id, image.name.as_str(), image.tag.as_str()).await {
+    if !tag {
+        // Left untagged for the caller.
+    } else if let Err(e) = ctx.engine.tag(&id, image.name.as_str(), image.tag.as_str()).await {
         let _ = ctx.engine.remove_image(&id).await;
         return Err(Error::user(e));
     }
@@ -226,7 +232,7 @@ async fn docker_build(ctx: &Ctx<'_>, image: &Image, dir: &Path, dockerfile: &str
         .await
         .map_err(Error::user)?
         .ok_or_else(|| Error::internal("inspecting the new image", "it vanished"))?;
-    stage.done(&format!("tagged {reference}"));
+    stage.done(if tag { "tagged" } else { "loaded (not tagged yet)" });
     Ok(Built {
         reference,
         id,
