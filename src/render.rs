@@ -5,11 +5,13 @@
 //! HTML escaping is off, strict mode turns a misspelt variable into an
 //! error, ENTRYPOINT/CMD go through the `json` helper (exec form) and
 //! ENV/LABEL/WORKDIR/USER values through `quote`, which escapes `"`, `\`
-//! and `$`. Validation has already refused control characters, so no value
+//! and `$` (`shell` single-quotes for the entrypoint script, `bytes` writes
+//! sizes for comments). Validation has already refused control characters, so no value
 //! can end its line and start another instruction.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use handlebars::{Handlebars, RenderErrorReason};
 use miette::{Diagnostic, NamedSource, SourceSpan};
@@ -97,9 +99,9 @@ pub enum RenderError {
         name: String,
         /// What handlebars said.
         reason: String,
-        /// The template text.
+        /// The template text (shared, which keeps the error small).
         #[source_code]
-        src: NamedSource<String>,
+        src: Arc<NamedSource<String>>,
         /// Where.
         #[label("here")]
         span: Option<SourceSpan>,
@@ -162,8 +164,24 @@ mod helpers {
     handlebars_helper!(json: |v: Json| serde_json::to_string(v).expect("JSON values serialize"));
     handlebars_helper!(quote: |s: str| super::quote_str(s));
     handlebars_helper!(shell: |s: str| super::shell_quote(s));
+    handlebars_helper!(bytes: |n: u64| super::human_bytes(n));
 }
-use helpers::{json, quote, shell};
+use helpers::{bytes, json, quote, shell};
+
+/// `5.0 MiB`: a size for people (comments in the rendered files).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut size = n as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {}", UNITS[unit])
+}
 
 /// `"…"` with `\`, `"` and `$` escaped: a Dockerfile word that stays one
 /// word and is never expanded.
@@ -194,46 +212,82 @@ impl<'m> Renderer<'m> {
         registry.register_helper("json", Box::new(json));
         registry.register_helper("quote", Box::new(quote));
         registry.register_helper("shell", Box::new(shell));
+        registry.register_helper("bytes", Box::new(bytes));
         let mut sources = BTreeMap::new();
         for t in Template::ALL {
             let (shown, text) = match t.override_path(manifest) {
                 Some(path) => {
-                    let text = std::fs::read_to_string(&path).map_err(|source| RenderError::Read { path: path.clone(), source })?;
+                    let text =
+                        std::fs::read_to_string(&path).map_err(|source| RenderError::Read {
+                            path: path.clone(),
+                            source,
+                        })?;
                     (display_relative(&path, &manifest.root), text)
                 }
-                None => (format!("templates/{}.hbs (built in)", t.file_name()), t.embedded().to_owned()),
+                None => (
+                    format!("templates/{}.hbs (built in)", t.file_name()),
+                    t.embedded().to_owned(),
+                ),
             };
             registry.register_template_string(t.file_name(), &text).map_err(|e| {
                 let span = e.pos().map(|(line, col)| span_at(&text, line, col));
                 RenderError::Template {
                     name: shown.clone(),
                     reason: e.reason().to_string(),
-                    src: NamedSource::new(shown.clone(), text.clone()),
+                    src: Arc::new(NamedSource::new(shown.clone(), text.clone())),
                     span,
                     help: format!("fix the handlebars syntax; `nixpack render` without the override writes the built-in {} to compare", t.file_name()),
                 }
             })?;
             sources.insert(t.file_name(), (shown, text));
         }
-        Ok(Renderer { manifest, registry, sources })
+        Ok(Renderer {
+            manifest,
+            registry,
+            sources,
+        })
     }
 
     fn render<T: Serialize>(&self, t: Template, ctx: &T) -> Result<String, RenderError> {
         self.registry.render(t.file_name(), ctx).map_err(|e| {
             let (shown, text) = &self.sources[t.file_name()];
-            let span = e.line_no.zip(e.column_no).map(|(l, c)| span_at(text, l, c));
-            let reason = match e.reason() {
+            let position = e.line_no.zip(e.column_no);
+            let span = position.map(|(l, c)| span_at(text, l, c));
+            // The argument of the helper call at the error, e.g. `image.cmd`
+            // in `{{json image.cmd}}`: handlebars names only the parameter.
+            let argument = |helper: &str| position.and_then(|(l, c)| helper_argument(text, l, c, helper));
+            let values = format!("{} is rendered with: {}", t.file_name(), t.variables());
+            let (reason, help) = match e.reason() {
                 // handlebars says `Failed to access variable in strict mode Some("x")`.
-                RenderErrorReason::MissingVariable(Some(name)) => format!("`{name}` is not a value this template is given"),
-                RenderErrorReason::MissingVariable(None) => "a value this template is not given".to_owned(),
-                other => other.to_string(),
+                RenderErrorReason::MissingVariable(Some(name)) => (format!("`{name}` is not a value this template is given"), values),
+                RenderErrorReason::ParamNotFoundForName(helper, _) | RenderErrorReason::ParamNotFoundForIndex(helper, _) => match argument(helper) {
+                    Some(arg) => (format!("`{arg}` is not a value this template is given (or it is empty here), so `{helper}` has nothing to work on"), values),
+                    None => (format!("the helper `{helper}` is missing its value"), values),
+                },
+                RenderErrorReason::ParamTypeMismatchForName(helper, _, expected) => {
+                    let what = argument(helper).map_or_else(|| "its value".to_owned(), |a| format!("`{a}`"));
+                    let expected = match expected.as_str() {
+                        "str" => "a string",
+                        "u64" => "a number",
+                        other => other,
+                    };
+                    (
+                        format!("`{helper}` needs {expected}, and {what} is not one"),
+                        format!("a value that is not set (workdir, user, entrypoint, cmd) is null: use it inside `{{{{#if …}}}}`; {values}"),
+                    )
+                }
+                RenderErrorReason::HelperNotFound(name) => (
+                    format!("there is no helper `{name}`"),
+                    "nixpack's helpers are json, quote, shell and bytes; handlebars adds if, unless, each, with, lookup, eq, ne, and, or, not".to_owned(),
+                ),
+                other => (other.to_string(), values),
             };
             RenderError::Template {
                 name: shown.clone(),
                 reason,
-                src: NamedSource::new(shown.clone(), text.clone()),
+                src: Arc::new(NamedSource::new(shown.clone(), text.clone())),
                 span,
-                help: format!("{} is rendered with: {}", t.file_name(), t.variables()),
+                help,
             }
         })
     }
@@ -264,7 +318,12 @@ impl<'m> Renderer<'m> {
 
     /// `scratch.Dockerfile` for `image` with these layers (in order) and
     /// the extra labels nixpack sets (result path, OCI annotations).
-    pub fn scratch_dockerfile(&self, image: &Image, layers: &[LayerEntry], extra_labels: &BTreeMap<String, String>) -> Result<String, RenderError> {
+    pub fn scratch_dockerfile(
+        &self,
+        image: &Image,
+        layers: &[LayerEntry],
+        extra_labels: &BTreeMap<String, String>,
+    ) -> Result<String, RenderError> {
         let mut labels = extra_labels.clone();
         // The user's labels win over nixpack's defaults.
         labels.extend(image.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -291,15 +350,47 @@ impl<'m> Renderer<'m> {
 }
 
 fn display_relative(path: &Path, root: &Path) -> String {
-    path.strip_prefix(root).unwrap_or(path).display().to_string()
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// The first argument of the `{{helper ARG …}}` expression that starts at
+/// 1-based `line` and 0- or 1-based `col`.
+fn helper_argument(text: &str, line: usize, col: usize, helper: &str) -> Option<String> {
+    let span = span_at(text, line, col);
+    let rest = text.get(span.offset()..)?;
+    let start = rest.find("{{")?;
+    let inner = &rest[start + 2..];
+    let inner = &inner[..inner.find("}}")?];
+    let mut words = inner.trim_start_matches(['{', '~', '#']).split_whitespace();
+    (words.next()? == helper)
+        .then(|| words.next().map(str::to_owned))
+        .flatten()
 }
 
 /// Byte span of 1-based `line`, from 0- or 1-based `col` to the line's end.
 fn span_at(text: &str, line: usize, col: usize) -> SourceSpan {
-    let start_of_line: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
-    let line_text = text[start_of_line.min(text.len())..].lines().next().unwrap_or("");
+    let start_of_line: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let line_text = text[start_of_line.min(text.len())..]
+        .lines()
+        .next()
+        .unwrap_or("");
     let offset = start_of_line + col.saturating_sub(1).min(line_text.len());
-    (offset.min(text.len()), line_text.len().saturating_sub(col.saturating_sub(1)).max(1).min(text.len().saturating_sub(offset))).into()
+    (
+        offset.min(text.len()),
+        line_text
+            .len()
+            .saturating_sub(col.saturating_sub(1))
+            .max(1)
+            .min(text.len().saturating_sub(offset)),
+    )
+        .into()
 }
 
 #[cfg(test)]
@@ -309,6 +400,15 @@ mod tests {
     #[test]
     fn quote_keeps_a_value_one_word() {
         assert_eq!(quote_str(r#"a "b" $HOME \"#), r#""a \"b\" \$HOME \\""#);
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(121_304), "118.5 KiB");
+        assert_eq!(human_bytes(5_211_832), "5.0 MiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
     }
 
     #[test]

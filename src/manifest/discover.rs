@@ -44,7 +44,10 @@ mod tests {
         let deep = dir.path().join("a/b/c");
         std::fs::create_dir_all(&deep).unwrap();
         std::fs::write(dir.path().join("a/nixpack.toml"), "").unwrap();
-        assert_eq!(discover(None, &deep).unwrap(), dir.path().join("a/nixpack.toml"));
+        assert_eq!(
+            discover(None, &deep).unwrap(),
+            dir.path().join("a/nixpack.toml")
+        );
     }
 
     #[test]

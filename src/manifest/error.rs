@@ -3,6 +3,7 @@
 //! so miette prints the exact line with a caret under it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use miette::{Diagnostic, NamedSource, SourceSpan};
 use thiserror::Error;
@@ -50,9 +51,10 @@ pub enum ManifestError {
     Invalid {
         /// One sentence: what is wrong.
         message: String,
-        /// The manifest text, named as the user knows it.
+        /// The manifest text, named as the user knows it (shared, which
+        /// keeps the error small).
         #[source_code]
-        src: NamedSource<String>,
+        src: Arc<NamedSource<String>>,
         /// The key or value at fault.
         #[label("{label}")]
         span: SourceSpan,

@@ -215,8 +215,12 @@ impl Manifest {
                     .iter()
                     .find(|i| i.name.as_str() == n || i.reference() == *n)
                     .ok_or_else(|| {
-                        let known: Vec<_> = self.images.iter().map(|i| i.name.to_string()).collect();
-                        format!("no image named `{n}` in the manifest (it declares: {})", known.join(", "))
+                        let known: Vec<_> =
+                            self.images.iter().map(|i| i.name.to_string()).collect();
+                        format!(
+                            "no image named `{n}` in the manifest (it declares: {})",
+                            known.join(", ")
+                        )
                     })
             })
             .collect()

@@ -6,19 +6,49 @@
 //! into a typed [`super::Manifest`].
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
 use toml::Spanned;
+
+/// A TOML table and nothing else. serde's derived structs also accept an
+/// array and fill the fields by position (`project = ["shop"]` would name
+/// the project), so every table of the schema is read through this.
+#[derive(Debug, Default)]
+pub struct Table<T>(pub T);
+
+impl<T> std::ops::Deref for Table<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TableVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for TableVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(TableVisitor(PhantomData)).map(Table)
+    }
+}
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawManifest {
-    pub project: Option<Spanned<RawProject>>,
+    pub project: Option<Spanned<Table<RawProject>>>,
     #[serde(default)]
-    pub builder: RawBuilder,
-    pub nixpkgs: Option<Spanned<RawNixpkgs>>,
-    pub image: Option<Spanned<Vec<Spanned<RawImage>>>>,
+    pub builder: Table<RawBuilder>,
+    pub nixpkgs: Option<Spanned<Table<RawNixpkgs>>>,
+    pub image: Option<Spanned<Vec<Spanned<Table<RawImage>>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,7 +65,7 @@ pub struct RawBuilder {
     pub nix_options: BTreeMap<Spanned<String>, Spanned<String>>,
     pub store_volume: Option<Spanned<String>>,
     #[serde(default)]
-    pub templates: RawTemplates,
+    pub templates: Table<RawTemplates>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,7 +103,7 @@ pub struct RawImage {
     pub labels: BTreeMap<Spanned<String>, Spanned<String>>,
     pub layers: Option<Spanned<i64>>,
     #[serde(default)]
-    pub conventions: RawConventions,
+    pub conventions: Table<RawConventions>,
 }
 
 /// `8080` or `"8080/tcp"`.
