@@ -93,7 +93,13 @@ struct RootFs<'a> {
 }
 
 /// The image config as canonical JSON bytes, and the image id they give.
-pub fn config_json(recipe: &Recipe, diff_ids: &[DiffId], layer_notes: &[String], architecture: &str, created_epoch: u64) -> (Vec<u8>, String) {
+pub fn config_json(
+    recipe: &Recipe,
+    diff_ids: &[DiffId],
+    layer_notes: &[String],
+    architecture: &str,
+    created_epoch: u64,
+) -> (Vec<u8>, String) {
     let created = rfc3339(created_epoch);
     let config = Config {
         architecture,
@@ -101,7 +107,11 @@ pub fn config_json(recipe: &Recipe, diff_ids: &[DiffId], layer_notes: &[String],
             cmd: recipe.cmd.as_ref(),
             entrypoint: recipe.entrypoint.as_ref(),
             env: recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            exposed_ports: recipe.exposed.iter().map(|p| (p.as_str(), BTreeMap::new())).collect(),
+            exposed_ports: recipe
+                .exposed
+                .iter()
+                .map(|p| (p.as_str(), BTreeMap::new()))
+                .collect(),
             labels: &recipe.labels,
             user: recipe.user.as_ref(),
             working_dir: recipe.workdir.as_ref(),
@@ -115,7 +125,10 @@ pub fn config_json(recipe: &Recipe, diff_ids: &[DiffId], layer_notes: &[String],
             })
             .collect(),
         os: "linux",
-        rootfs: RootFs { typ: "layers", diff_ids },
+        rootfs: RootFs {
+            typ: "layers",
+            diff_ids,
+        },
     };
     let bytes = serde_json::to_vec(&config).expect("config serializes");
     let id = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
@@ -124,8 +137,14 @@ pub fn config_json(recipe: &Recipe, diff_ids: &[DiffId], layer_notes: &[String],
 
 /// `manifest.json` of a docker-archive with one untagged image.
 pub fn manifest_json(config_file: &str, diff_ids: &[DiffId]) -> Vec<u8> {
-    let layers: Vec<String> = diff_ids.iter().map(|d| format!("{}/layer.tar", d.hex())).collect();
-    serde_json::to_vec(&serde_json::json!([{ "Config": config_file, "RepoTags": null, "Layers": layers }])).expect("manifest serializes")
+    let layers: Vec<String> = diff_ids
+        .iter()
+        .map(|d| format!("{}/layer.tar", d.hex()))
+        .collect();
+    serde_json::to_vec(
+        &serde_json::json!([{ "Config": config_file, "RepoTags": null, "Layers": layers }]),
+    )
+    .expect("manifest serializes")
 }
 
 /// `1970-01-01T00:00:01Z` from seconds since the epoch.
@@ -142,7 +161,12 @@ pub fn rfc3339(epoch: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 #[cfg(test)]
@@ -174,6 +198,9 @@ mod tests {
 
     #[test]
     fn diff_id_is_the_sha256_of_the_bytes() {
-        assert_eq!(diff_id(&b""[..]).unwrap().0, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            diff_id(&b""[..]).unwrap().0,
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

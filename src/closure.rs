@@ -23,10 +23,16 @@ impl StorePath {
             .strip_prefix(STORE_DIR)
             .and_then(|r| r.strip_prefix('/'))
             .ok_or_else(|| format!("`{s}` is not under {STORE_DIR}"))?;
-        let (hash, name) = base.split_at_checked(32).ok_or_else(|| format!("`{s}` is too short for a store path"))?;
-        let hash_ok = hash.chars().all(|c| "0123456789abcdfghijklmnpqrsvwxyz".contains(c));
+        let (hash, name) = base
+            .split_at_checked(32)
+            .ok_or_else(|| format!("`{s}` is too short for a store path"))?;
+        let hash_ok = hash
+            .chars()
+            .all(|c| "0123456789abcdfghijklmnpqrsvwxyz".contains(c));
         let name_ok = name.strip_prefix('-').is_some_and(|n| {
-            !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || "+-._?=".contains(c))
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-._?=".contains(c))
         });
         if hash_ok && name_ok {
             Ok(StorePath(s.to_owned()))
@@ -85,11 +91,16 @@ pub struct Closure {
 mod paths_as_list {
     use super::*;
 
-    pub fn serialize<S: serde::Serializer>(m: &BTreeMap<StorePath, PathInfo>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        m: &BTreeMap<StorePath, PathInfo>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.collect_seq(m.values())
     }
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<StorePath, PathInfo>, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<StorePath, PathInfo>, D::Error> {
         let list = Vec::<PathInfo>::deserialize(d)?;
         Ok(list.into_iter().map(|p| (p.path.clone(), p)).collect())
     }
@@ -99,13 +110,20 @@ impl Closure {
     /// Parses `closure.json` and checks that it is closed: the result and
     /// every reference are paths of the closure.
     pub fn from_json(text: &str) -> Result<Closure, String> {
-        let c: Closure = serde_json::from_str(text).map_err(|e| format!("closure.json is malformed: {e}"))?;
+        let c: Closure =
+            serde_json::from_str(text).map_err(|e| format!("closure.json is malformed: {e}"))?;
         if !c.paths.contains_key(&c.result) {
-            return Err(format!("closure.json does not list its result {}", c.result));
+            return Err(format!(
+                "closure.json does not list its result {}",
+                c.result
+            ));
         }
         for info in c.paths.values() {
             if let Some(missing) = info.references.iter().find(|r| !c.paths.contains_key(*r)) {
-                return Err(format!("closure.json is not closed: {} refers to {missing}, which is not listed", info.path));
+                return Err(format!(
+                    "closure.json is not closed: {} refers to {missing}, which is not listed",
+                    info.path
+                ));
             }
         }
         for d in &c.result_dirs {
@@ -131,7 +149,8 @@ impl Closure {
     /// For each path, the set of paths that (transitively) depend on it,
     /// excluding itself.
     pub fn dependents(&self) -> BTreeMap<&StorePath, BTreeSet<&StorePath>> {
-        let mut out: BTreeMap<&StorePath, BTreeSet<&StorePath>> = self.paths.keys().map(|p| (p, BTreeSet::new())).collect();
+        let mut out: BTreeMap<&StorePath, BTreeSet<&StorePath>> =
+            self.paths.keys().map(|p| (p, BTreeSet::new())).collect();
         for start in self.paths.keys() {
             // Everything reachable from `start` has `start` as a dependent.
             let mut stack: Vec<&StorePath> = vec![start];
@@ -168,15 +187,25 @@ mod tests {
         assert_eq!(c.paths.len(), 4);
         assert!(c.result.name().starts_with("python-http"));
         let deps = c.dependents();
-        let glibc = c.paths.keys().find(|p| p.name().starts_with("glibc")).unwrap();
+        let glibc = c
+            .paths
+            .keys()
+            .find(|p| p.name().starts_with("glibc"))
+            .unwrap();
         assert_eq!(deps[glibc].len(), 3, "everything else depends on glibc");
         assert_eq!(deps[&c.result].len(), 0);
     }
 
     #[test]
     fn refuses_an_open_closure() {
-        let open = GOLDEN.replacen("\"references\": [\"/nix/store/", "\"references\": [\"/nix/store/00000000000000000000000000000000-gone\", \"/nix/store/", 1);
-        assert!(Closure::from_json(&open).unwrap_err().contains("not closed"));
+        let open = GOLDEN.replacen(
+            "\"references\": [\"/nix/store/",
+            "\"references\": [\"/nix/store/00000000000000000000000000000000-gone\", \"/nix/store/",
+            1,
+        );
+        assert!(Closure::from_json(&open)
+            .unwrap_err()
+            .contains("not closed"));
     }
 
     #[test]

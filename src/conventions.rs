@@ -31,7 +31,10 @@ impl Conventions {
     pub fn new(closure: &Closure, switches: crate::manifest::Conventions) -> Self {
         let mut entries = Vec::new();
         if switches.tmp {
-            entries.push(Entry::Dir { path: "tmp".into(), mode: 0o1777 });
+            entries.push(Entry::Dir {
+                path: "tmp".into(),
+                mode: 0o1777,
+            });
         }
         let has = |d: &str| closure.result_dirs.iter().any(|x| x == d);
         if switches.bin && has("bin") {
@@ -42,8 +45,14 @@ impl Conventions {
         }
         let others: Vec<&String> = closure.result_dirs.iter().filter(|d| *d != "bin").collect();
         if switches.usr_local && !others.is_empty() {
-            entries.push(Entry::Dir { path: "usr".into(), mode: 0o755 });
-            entries.push(Entry::Dir { path: "usr/local".into(), mode: 0o755 });
+            entries.push(Entry::Dir {
+                path: "usr".into(),
+                mode: 0o755,
+            });
+            entries.push(Entry::Dir {
+                path: "usr/local".into(),
+                mode: 0o755,
+            });
             for d in others {
                 entries.push(Entry::Symlink {
                     path: format!("usr/local/{d}"),
@@ -119,15 +128,28 @@ mod tests {
             .map(|e| {
                 let e = e.unwrap();
                 let h = e.header();
-                let link = e.link_name().unwrap().map(|l| format!(" -> {}", l.display())).unwrap_or_default();
-                format!("{:o} {}{}", h.mode().unwrap(), e.path().unwrap().display(), link)
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| format!(" -> {}", l.display()))
+                    .unwrap_or_default();
+                format!(
+                    "{:o} {}{}",
+                    h.mode().unwrap(),
+                    e.path().unwrap().display(),
+                    link
+                )
             })
             .collect()
     }
 
     #[test]
     fn tmp_bin_and_usr_local() {
-        let all = Switches { tmp: true, bin: true, usr_local: true };
+        let all = Switches {
+            tmp: true,
+            bin: true,
+            usr_local: true,
+        };
         let c = Conventions::new(&golden(), all);
         let r = "/nix/store/9gq0s3y4m1l2rwh1n0p3n7cfd2hiyc5a-python-http";
         assert_eq!(
@@ -144,7 +166,11 @@ mod tests {
 
     #[test]
     fn switched_off_is_empty() {
-        let none = Switches { tmp: false, bin: false, usr_local: false };
+        let none = Switches {
+            tmp: false,
+            bin: false,
+            usr_local: false,
+        };
         assert!(Conventions::new(&golden(), none).is_empty());
     }
 }

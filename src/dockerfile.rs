@@ -57,12 +57,27 @@ pub fn parse(text: &str) -> Result<Recipe, Unsupported> {
         }
         match keyword.as_str() {
             "FROM" if !saw_from && rest.eq_ignore_ascii_case("scratch") => saw_from = true,
-            "FROM" => return Err(unsupported(format!("FROM {rest}: only a single `FROM scratch` is assembled natively"))),
+            "FROM" => {
+                return Err(unsupported(format!(
+                    "FROM {rest}: only a single `FROM scratch` is assembled natively"
+                )))
+            }
             "ADD" => {
                 let words = words(rest).map_err(unsupported)?;
                 match words.as_slice() {
-                    [src, dest] if dest == "/" && src.ends_with(".tar") && !src.starts_with('-') && !src.contains("://") => recipe.layers.push(src.clone()),
-                    _ => return Err(unsupported("only `ADD <file>.tar /` is assembled natively".into())),
+                    [src, dest]
+                        if dest == "/"
+                            && src.ends_with(".tar")
+                            && !src.starts_with('-')
+                            && !src.contains("://") =>
+                    {
+                        recipe.layers.push(src.clone())
+                    }
+                    _ => {
+                        return Err(unsupported(
+                            "only `ADD <file>.tar /` is assembled natively".into(),
+                        ))
+                    }
                 }
             }
             "ENV" => {
@@ -90,11 +105,18 @@ pub fn parse(text: &str) -> Result<Recipe, Unsupported> {
             "USER" => recipe.user = Some(one_word(rest).map_err(unsupported)?),
             "ENTRYPOINT" => recipe.entrypoint = Some(exec_form(rest).map_err(unsupported)?),
             "CMD" => recipe.cmd = Some(exec_form(rest).map_err(unsupported)?),
-            other => return Err(unsupported(format!("`{other}` is left to the Engine's builder"))),
+            other => {
+                return Err(unsupported(format!(
+                    "`{other}` is left to the Engine's builder"
+                )))
+            }
         }
     }
     if !saw_from {
-        return Err(Unsupported { line: 1, reason: "no FROM".into() });
+        return Err(Unsupported {
+            line: 1,
+            reason: "no FROM".into(),
+        });
     }
     Ok(recipe)
 }
@@ -186,7 +208,8 @@ fn pairs(s: &str) -> Result<Vec<(String, String)>, String> {
     // then re-scan the raw text of each word for its `=`.
     let mut out = Vec::new();
     for raw in raw_words(s)? {
-        let eq = first_unquoted_eq(&raw).ok_or("the legacy `KEY VALUE` form is left to the Engine's builder")?;
+        let eq = first_unquoted_eq(&raw)
+            .ok_or("the legacy `KEY VALUE` form is left to the Engine's builder")?;
         let key = one_word(&raw[..eq])?;
         let value = match words(&raw[eq + 1..])?.as_slice() {
             [] => String::new(),
@@ -247,7 +270,8 @@ fn first_unquoted_eq(raw: &str) -> Option<usize> {
 }
 
 fn exec_form(s: &str) -> Result<Vec<String>, String> {
-    serde_json::from_str::<Vec<String>>(s).map_err(|_| "only the exec (JSON array) form is assembled natively".to_owned())
+    serde_json::from_str::<Vec<String>>(s)
+        .map_err(|_| "only the exec (JSON array) form is assembled natively".to_owned())
 }
 
 #[cfg(test)]
@@ -270,11 +294,20 @@ mod tests {
         );
         let r = parse(&text).unwrap();
         assert_eq!(r.layers, vec!["layers/a.tar", "layers/b.tar"]);
-        assert_eq!(r.env, vec![("A".into(), "1 \"2\" $3 \\4".into()), ("B".into(), String::new())]);
+        assert_eq!(
+            r.env,
+            vec![
+                ("A".into(), "1 \"2\" $3 \\4".into()),
+                ("B".into(), String::new())
+            ]
+        );
         assert_eq!(r.exposed, vec!["8080/tcp", "53/udp"]);
         assert_eq!(r.workdir.as_deref(), Some("/srv dir"));
         assert_eq!(r.user.as_deref(), Some("65534:65534"));
-        assert_eq!(r.labels, BTreeMap::from([("org.x".into(), "v=1".into()), ("k".into(), "w".into())]));
+        assert_eq!(
+            r.labels,
+            BTreeMap::from([("org.x".into(), "v=1".into()), ("k".into(), "w".into())])
+        );
         assert_eq!(r.entrypoint.unwrap(), vec!["/bin/x", "a \"b\""]);
         assert_eq!(r.cmd.unwrap(), vec!["--port", "8080"]);
     }

@@ -13,11 +13,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
-    WaitContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StopContainerOptionsBuilder, TagImageOptionsBuilder,
+    UploadToContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -66,11 +69,20 @@ pub enum EngineError {
 
 fn api(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
     let action = action.into();
-    move |e| EngineError::Api { action, reason: e.to_string() }
+    move |e| EngineError::Api {
+        action,
+        reason: e.to_string(),
+    }
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 /// Containers and images nixpack has started or half-made, so that a
@@ -82,11 +94,17 @@ pub struct Cleanup {
 
 impl Cleanup {
     fn add(&self, id: &str) {
-        self.containers.lock().expect("cleanup lock").push(id.to_owned());
+        self.containers
+            .lock()
+            .expect("cleanup lock")
+            .push(id.to_owned());
     }
 
     fn forget(&self, id: &str) {
-        self.containers.lock().expect("cleanup lock").retain(|c| c != id);
+        self.containers
+            .lock()
+            .expect("cleanup lock")
+            .retain(|c| c != id);
     }
 
     /// Force-removes every container still registered.
@@ -130,11 +148,23 @@ impl Engine {
     /// Connects (DOCKER_HOST or the local socket), negotiates the API
     /// version and pings, so an absent engine is one clear error up front.
     pub async fn connect() -> Result<Engine, EngineError> {
-        let host = std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-        let unreachable = |reason: String| EngineError::Unreachable { host: host.clone(), reason };
+        let host = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        let unreachable = |reason: String| EngineError::Unreachable {
+            host: host.clone(),
+            reason,
+        };
         let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker.negotiate_version().await.map_err(|e| unreachable(e.to_string()))?;
-        docker.ping().await.map_err(|e| unreachable(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         Ok(Engine {
             docker,
             host,
@@ -144,7 +174,11 @@ impl Engine {
 
     /// The engine's CPU architecture in image-config terms (`amd64`, …).
     pub async fn architecture(&self) -> Result<String, EngineError> {
-        let v = self.docker.version().await.map_err(api("asking the engine's version"))?;
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(api("asking the engine's version"))?;
         Ok(v.arch.unwrap_or_else(|| "amd64".to_owned()))
     }
 
@@ -168,8 +202,14 @@ impl Engine {
     }
 
     /// Pulls `reference`, reporting progress lines.
-    pub async fn pull(&self, reference: &str, mut progress: impl FnMut(&str)) -> Result<(), EngineError> {
-        let opts = CreateImageOptionsBuilder::default().from_image(reference).build();
+    pub async fn pull(
+        &self,
+        reference: &str,
+        mut progress: impl FnMut(&str),
+    ) -> Result<(), EngineError> {
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
         let mut s = self.docker.create_image(Some(opts), None, None);
         while let Some(item) = s.next().await {
             let info = item.map_err(api(format!("pulling {reference}")))?;
@@ -193,12 +233,21 @@ impl Engine {
         &self,
         what: &str,
         labels: HashMap<String, String>,
-        write_context: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()> + Send + 'static,
+        write_context: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()>
+            + Send
+            + 'static,
         mut on_log: impl FnMut(&str),
     ) -> Result<String, EngineError> {
         let (body, producer) = tar_body(write_context);
-        let opts = BuildImageOptionsBuilder::default().dockerfile("Dockerfile").rm(true).forcerm(true).labels(&labels).build();
-        let mut s = self.docker.build_image(opts, None, Some(bollard::body_try_stream(body)));
+        let opts = BuildImageOptionsBuilder::default()
+            .dockerfile("Dockerfile")
+            .rm(true)
+            .forcerm(true)
+            .labels(&labels)
+            .build();
+        let mut s = self
+            .docker
+            .build_image(opts, None, Some(bollard::body_try_stream(body)));
         let mut id = None;
         let mut tail: Vec<String> = Vec::new();
         let mut failure = None;
@@ -246,11 +295,17 @@ impl Engine {
     /// `write_archive` on a blocking thread; returns the loaded image id.
     pub async fn load(
         &self,
-        write_archive: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()> + Send + 'static,
+        write_archive: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()>
+            + Send
+            + 'static,
     ) -> Result<String, EngineError> {
         let (body, producer) = tar_body(write_archive);
-        let opts = bollard::query_parameters::ImportImageOptionsBuilder::default().quiet(true).build();
-        let mut s = self.docker.import_image(opts, bollard::body_try_stream(body), None);
+        let opts = bollard::query_parameters::ImportImageOptionsBuilder::default()
+            .quiet(true)
+            .build();
+        let mut s = self
+            .docker
+            .import_image(opts, bollard::body_try_stream(body), None);
         let mut id = None;
         let mut failure = None;
         while let Some(item) = s.next().await {
@@ -259,7 +314,11 @@ impl Engine {
                     if let Some(d) = info.error_detail.and_then(|d| d.message) {
                         failure = Some(d);
                     }
-                    if let Some(i) = info.stream.as_deref().and_then(|t| t.trim().strip_prefix("Loaded image ID: ")) {
+                    if let Some(i) = info
+                        .stream
+                        .as_deref()
+                        .and_then(|t| t.trim().strip_prefix("Loaded image ID: "))
+                    {
                         id = Some(i.to_owned());
                     }
                 }
@@ -271,10 +330,16 @@ impl Engine {
         }
         let produced = producer.await;
         if let Some(reason) = failure {
-            return Err(EngineError::Api { action: "loading the image".into(), reason });
+            return Err(EngineError::Api {
+                action: "loading the image".into(),
+                reason,
+            });
         }
         if let Ok(Err(e)) = produced {
-            return Err(EngineError::Api { action: "writing the image archive".into(), reason: e.to_string() });
+            return Err(EngineError::Api {
+                action: "writing the image archive".into(),
+                reason: e.to_string(),
+            });
         }
         id.ok_or_else(|| EngineError::Api {
             action: "loading the image".into(),
@@ -284,8 +349,14 @@ impl Engine {
 
     /// Tags `id` as `repo:tag`.
     pub async fn tag(&self, id: &str, repo: &str, tag: &str) -> Result<(), EngineError> {
-        let opts = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
-        self.docker.tag_image(id, Some(opts)).await.map_err(api(format!("tagging {repo}:{tag}")))
+        let opts = TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(tag)
+            .build();
+        self.docker
+            .tag_image(id, Some(opts))
+            .await
+            .map_err(api(format!("tagging {repo}:{tag}")))
     }
 
     /// Removes an image (no error when it is already gone).
@@ -299,7 +370,10 @@ impl Engine {
     }
 
     /// The labels of a volume, or `None` when it does not exist.
-    pub async fn volume_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>, EngineError> {
+    pub async fn volume_labels(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, EngineError> {
         match self.docker.inspect_volume(name).await {
             Ok(v) => Ok(Some(v.labels)),
             Err(e) if is_not_found(&e) => Ok(None),
@@ -308,17 +382,29 @@ impl Engine {
     }
 
     /// Creates a volume (idempotent on the engine's side).
-    pub async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<(), EngineError> {
+    pub async fn create_volume(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), EngineError> {
         let req = VolumeCreateRequest {
             name: Some(name.to_owned()),
             labels: Some(labels),
             ..Default::default()
         };
-        self.docker.create_volume(req).await.map(|_| ()).map_err(api(format!("creating volume {name}")))
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(api(format!("creating volume {name}")))
     }
 
     /// Creates a container (registered for cleanup), uploads `spec.uploads`.
-    pub async fn create_container(&self, spec: &RunSpec<'_>, ports: &[(String, u16)]) -> Result<String, EngineError> {
+    pub async fn create_container(
+        &self,
+        spec: &RunSpec<'_>,
+        ports: &[(String, u16)],
+    ) -> Result<String, EngineError> {
         let mounts = spec
             .volumes
             .iter()
@@ -347,7 +433,8 @@ impl Engine {
             entrypoint: spec.entrypoint.clone(),
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
-            exposed_ports: (!ports.is_empty()).then(|| ports.iter().map(|(p, _)| p.clone()).collect()),
+            exposed_ports: (!ports.is_empty())
+                .then(|| ports.iter().map(|(p, _)| p.clone()).collect()),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
                 port_bindings: (!ports.is_empty()).then_some(port_bindings),
@@ -376,9 +463,20 @@ impl Engine {
     /// Starts a container, streams its output lines to `on_line`, waits,
     /// and returns the exit code. The container is left for [`Self::download`]
     /// and [`Self::remove_container`].
-    pub async fn start_and_wait(&self, id: &str, mut on_line: impl FnMut(&str)) -> Result<i64, EngineError> {
-        self.docker.start_container(id, None).await.map_err(api("starting a container"))?;
-        let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+    pub async fn start_and_wait(
+        &self,
+        id: &str,
+        mut on_line: impl FnMut(&str),
+    ) -> Result<i64, EngineError> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(api("starting a container"))?;
+        let opts = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
         let mut logs = self.docker.logs(id, Some(opts));
         let mut pending = String::new();
         while let Some(item) = logs.next().await {
@@ -392,7 +490,9 @@ impl Engine {
         if !pending.is_empty() {
             on_line(&pending);
         }
-        let opts = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
         let mut wait = self.docker.wait_container(id, Some(opts));
         match wait.next().await {
             Some(Ok(r)) => Ok(r.status_code),
@@ -408,23 +508,43 @@ impl Engine {
     /// Copies the folder `path` out of a container into `dest` (created),
     /// unpacking as the archive streams in.
     pub async fn download(&self, id: &str, path: &str, dest: &Path) -> Result<(), EngineError> {
-        let opts = DownloadFromContainerOptionsBuilder::default().path(path).build();
-        let stream = self.docker.download_from_container(id, Some(opts)).map_err(std::io::Error::other);
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let stream = self
+            .docker
+            .download_from_container(id, Some(opts))
+            .map_err(std::io::Error::other);
         let reader = tokio_util::io::StreamReader::new(stream);
         let sync = tokio_util::io::SyncIoBridge::new(reader);
         let dest = dest.to_owned();
         let what = format!("copying {path} out of the builder");
         tokio::task::spawn_blocking(move || unpack_stripped(sync, &dest))
             .await
-            .map_err(|e| EngineError::Api { action: what.clone(), reason: e.to_string() })?
-            .map_err(|e| EngineError::Api { action: what, reason: e.to_string() })
+            .map_err(|e| EngineError::Api {
+                action: what.clone(),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| EngineError::Api {
+                action: what,
+                reason: e.to_string(),
+            })
     }
 
     /// Stops (briefly) and removes a container and its anonymous volumes.
     pub async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
         self.cleanup.forget(id);
-        let _ = self.docker.stop_container(id, Some(StopContainerOptionsBuilder::default().t(2).build())).await;
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let _ = self
+            .docker
+            .stop_container(
+                id,
+                Some(StopContainerOptionsBuilder::default().t(2).build()),
+            )
+            .await;
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
@@ -487,13 +607,16 @@ fn tar_body(
     let producer = tokio::task::spawn_blocking(move || {
         let mut b = tar::Builder::new(writer);
         b.follow_symlinks(false);
-        let r = write(&mut b).and_then(|_| b.into_inner()).and_then(|mut w| w.flush());
+        let r = write(&mut b)
+            .and_then(|_| b.into_inner())
+            .and_then(|mut w| w.flush());
         if let Err(e) = &r {
             let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
         }
         r
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
     (body, producer)
 }
 
@@ -518,7 +641,12 @@ impl Write for ChannelWriter {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the engine stopped reading the build context"))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the engine stopped reading the build context",
+            )
+        })
     }
 }
 
@@ -541,7 +669,12 @@ fn unpack_stripped(reader: impl std::io::Read, dest: &Path) -> std::io::Result<(
         for c in parts {
             match c {
                 Component::Normal(n) => rel.push(n),
-                _ => return Err(std::io::Error::other(format!("refusing to unpack {}", original.display()))),
+                _ => {
+                    return Err(std::io::Error::other(format!(
+                        "refusing to unpack {}",
+                        original.display()
+                    )))
+                }
             }
         }
         let target = dest.join(&rel);

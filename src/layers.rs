@@ -80,7 +80,11 @@ impl Layer {
 pub fn plan(closure: &Closure, max_layers: u16) -> Vec<Layer> {
     let max_layers = usize::from(max_layers.max(1));
     let dependents = closure.dependents();
-    let mut others: Vec<&StorePath> = closure.paths.keys().filter(|p| **p != closure.result).collect();
+    let mut others: Vec<&StorePath> = closure
+        .paths
+        .keys()
+        .filter(|p| **p != closure.result)
+        .collect();
     others.sort_by(|a, b| {
         let (pa, pb) = (dependents[a].len(), dependents[b].len());
         pb.cmp(&pa)
@@ -102,7 +106,11 @@ pub fn plan(closure: &Closure, max_layers: u16) -> Vec<Layer> {
         return vec![layer(all)];
     }
     // Own layers for the most popular; the rest share one, then the result.
-    let own = if others.len() <= max_layers - 1 { others.len() } else { max_layers - 2 };
+    let own = if others.len() < max_layers {
+        others.len()
+    } else {
+        max_layers - 2
+    };
     let (singles, rest) = others.split_at(own);
     layers.extend(singles.iter().map(|p| layer(vec![*p])));
     if !rest.is_empty() {
@@ -114,7 +122,11 @@ pub fn plan(closure: &Closure, max_layers: u16) -> Vec<Layer> {
 
 /// Which layer (index) each store path landed in.
 pub fn index(layers: &[Layer]) -> BTreeMap<&StorePath, usize> {
-    layers.iter().enumerate().flat_map(|(i, l)| l.paths.iter().map(move |p| (p, i))).collect()
+    layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| l.paths.iter().map(move |p| (p, i)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -126,18 +138,36 @@ mod tests {
     }
 
     fn names(layers: &[Layer]) -> Vec<Vec<&str>> {
-        layers.iter().map(|l| l.paths.iter().map(StorePath::name).collect()).collect()
+        layers
+            .iter()
+            .map(|l| l.paths.iter().map(StorePath::name).collect())
+            .collect()
     }
 
     #[test]
     fn worked_example_from_the_module_doc() {
-        assert_eq!(names(&plan(&golden(), 3)), vec![vec!["glibc-2.36"], vec!["zlib-1.2.13", "expat-2.5.0"], vec!["python-http"]]);
+        assert_eq!(
+            names(&plan(&golden(), 3)),
+            vec![
+                vec!["glibc-2.36"],
+                vec!["zlib-1.2.13", "expat-2.5.0"],
+                vec!["python-http"]
+            ]
+        );
     }
 
     #[test]
     fn enough_budget_gives_every_path_its_own_layer() {
         let layers = plan(&golden(), 40);
-        assert_eq!(names(&layers), vec![vec!["glibc-2.36"], vec!["expat-2.5.0"], vec!["zlib-1.2.13"], vec!["python-http"]]);
+        assert_eq!(
+            names(&layers),
+            vec![
+                vec!["glibc-2.36"],
+                vec!["expat-2.5.0"],
+                vec!["zlib-1.2.13"],
+                vec!["python-http"]
+            ]
+        );
     }
 
     #[test]
@@ -153,6 +183,8 @@ mod tests {
         let a: Vec<String> = plan(&golden(), 3).iter().map(Layer::file_name).collect();
         let b: Vec<String> = plan(&golden(), 3).iter().map(Layer::file_name).collect();
         assert_eq!(a, b);
-        assert!(a.iter().all(|f| f.starts_with("layer-") && f.ends_with(".tar")));
+        assert!(a
+            .iter()
+            .all(|f| f.starts_with("layer-") && f.ends_with(".tar")));
     }
 }

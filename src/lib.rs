@@ -5,10 +5,6 @@
 //! is the one place that talks to Docker, and `stages` drive a build.
 #![deny(missing_docs)]
 
-pub mod manifest;
-pub mod reference;
-pub mod stages;
-pub mod render;
 pub mod archive;
 pub mod cli;
 pub mod closure;
@@ -19,5 +15,9 @@ pub mod engine;
 pub mod error;
 pub mod layers;
 pub mod lock;
+pub mod manifest;
 pub mod outputs;
+pub mod reference;
+pub mod render;
+pub mod stages;
 pub mod ui;

@@ -63,10 +63,17 @@ impl Lock {
     /// The canonical text.
     pub fn render(&self) -> String {
         let mut s = String::new();
-        s.push_str("# nixpack.lock: written by `nixpack build` after a successful build. Check it in;\n");
+        s.push_str(
+            "# nixpack.lock: written by `nixpack build` after a successful build. Check it in;\n",
+        );
         s.push_str("# `nixpack build --locked` fails when a build would change it.\n");
         let _ = writeln!(s, "version = {}", self.version);
-        let _ = writeln!(s, "\n[builder]\nfrom = {}\nbase-id = {}", q(&self.builder.from), q(&self.builder.base_id));
+        let _ = writeln!(
+            s,
+            "\n[builder]\nfrom = {}\nbase-id = {}",
+            q(&self.builder.from),
+            q(&self.builder.base_id)
+        );
         for i in &self.images {
             let _ = writeln!(s, "\n[[image]]");
             let _ = writeln!(s, "name = {}", q(&i.name));
@@ -86,12 +93,26 @@ impl Lock {
     /// Replaces or adds the entries of `images`, keeping the order of
     /// `order` (the manifest's image names) and entries for images not
     /// rebuilt this time.
-    pub fn merge(old: Option<&Lock>, builder: LockedBuilder, images: Vec<LockedImage>, order: &[String]) -> Lock {
+    pub fn merge(
+        old: Option<&Lock>,
+        builder: LockedBuilder,
+        images: Vec<LockedImage>,
+        order: &[String],
+    ) -> Lock {
         let mut all: Vec<LockedImage> = old.map(|l| l.images.clone()).unwrap_or_default();
         all.retain(|o| order.contains(&o.name) && !images.iter().any(|n| n.name == o.name));
         all.extend(images);
-        all.sort_by_key(|i| order.iter().position(|n| *n == i.name).unwrap_or(usize::MAX));
-        Lock { version: 1, builder, images: all }
+        all.sort_by_key(|i| {
+            order
+                .iter()
+                .position(|n| *n == i.name)
+                .unwrap_or(usize::MAX)
+        });
+        Lock {
+            version: 1,
+            builder,
+            images: all,
+        }
     }
 }
 
@@ -107,7 +128,11 @@ pub fn diff(old: &str, new: &str) -> String {
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
         }
     }
     let mut ops: Vec<(char, &str)> = Vec::new();
@@ -125,7 +150,11 @@ pub fn diff(old: &str, new: &str) -> String {
             j += 1;
         }
     }
-    let near_change = |k: usize| ops[k.saturating_sub(2)..(k + 3).min(ops.len())].iter().any(|(c, _)| *c != ' ');
+    let near_change = |k: usize| {
+        ops[k.saturating_sub(2)..(k + 3).min(ops.len())]
+            .iter()
+            .any(|(c, _)| *c != ' ')
+    };
     let mut out = String::new();
     let mut skipped = false;
     for (k, (c, line)) in ops.iter().enumerate() {
@@ -158,12 +187,20 @@ mod tests {
     }
 
     fn builder() -> LockedBuilder {
-        LockedBuilder { from: "nixpack-base:bookworm".into(), base_id: "sha256:bb".into() }
+        LockedBuilder {
+            from: "nixpack-base:bookworm".into(),
+            base_id: "sha256:bb".into(),
+        }
     }
 
     #[test]
     fn renders_and_parses_back() {
-        let lock = Lock::merge(None, builder(), vec![image("b", "sha256:2"), image("a", "sha256:1")], &["a".into(), "b".into()]);
+        let lock = Lock::merge(
+            None,
+            builder(),
+            vec![image("b", "sha256:2"), image("a", "sha256:1")],
+            &["a".into(), "b".into()],
+        );
         assert_eq!(lock.images[0].name, "a", "manifest order");
         let text = lock.render();
         assert_eq!(Lock::parse(&text).unwrap(), lock);
@@ -172,15 +209,33 @@ mod tests {
 
     #[test]
     fn merge_keeps_images_not_rebuilt() {
-        let old = Lock::merge(None, builder(), vec![image("a", "sha256:1"), image("b", "sha256:2")], &["a".into(), "b".into()]);
-        let new = Lock::merge(Some(&old), builder(), vec![image("b", "sha256:3")], &["a".into(), "b".into()]);
-        assert_eq!(new.images.iter().map(|i| i.image_id.as_str()).collect::<Vec<_>>(), vec!["sha256:1", "sha256:3"]);
+        let old = Lock::merge(
+            None,
+            builder(),
+            vec![image("a", "sha256:1"), image("b", "sha256:2")],
+            &["a".into(), "b".into()],
+        );
+        let new = Lock::merge(
+            Some(&old),
+            builder(),
+            vec![image("b", "sha256:3")],
+            &["a".into(), "b".into()],
+        );
+        assert_eq!(
+            new.images
+                .iter()
+                .map(|i| i.image_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["sha256:1", "sha256:3"]
+        );
     }
 
     #[test]
     fn diff_shows_the_changed_line() {
-        let old = Lock::merge(None, builder(), vec![image("a", "sha256:1")], &["a".into()]).render();
-        let new = Lock::merge(None, builder(), vec![image("a", "sha256:9")], &["a".into()]).render();
+        let old =
+            Lock::merge(None, builder(), vec![image("a", "sha256:1")], &["a".into()]).render();
+        let new =
+            Lock::merge(None, builder(), vec![image("a", "sha256:9")], &["a".into()]).render();
         let d = diff(&old, &new);
         assert!(d.contains("- image-id = \"sha256:1\""), "{d}");
         assert!(d.contains("+ image-id = \"sha256:9\""), "{d}");

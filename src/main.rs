@@ -11,7 +11,15 @@ use nixpack::error::Error;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    miette::set_hook(Box::new(|_| Box::new(miette::MietteHandlerOpts::new().terminal_links(false).width(100).build()))).ok();
+    miette::set_hook(Box::new(|_| {
+        Box::new(
+            miette::MietteHandlerOpts::new()
+                .terminal_links(false)
+                .width(100)
+                .build(),
+        )
+    }))
+    .ok();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -28,7 +36,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             let created = commands::init::run(args)?;
             out.line(&format!("created {}", created.manifest.display()));
             if created.wrote_expression {
-                out.line(&format!("created {}", args.dir.join("default.nix").display()));
+                out.line(&format!(
+                    "created {}",
+                    args.dir.join("default.nix").display()
+                ));
             }
             out.line("next: edit nixpack.toml, then run `nixpack build`");
             Ok(())

@@ -27,6 +27,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
+    // Temporary files are private (0600); outputs are ordinary files.
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
@@ -47,7 +50,10 @@ pub fn planned_layers(dir: &Path, image: &Image) -> Option<Vec<LayerEntry>> {
 }
 
 /// Dockerfile view of a layer plan plus the conventions layer on top.
-pub fn layer_entries(plan: &[layers::Layer], conventions: &crate::conventions::Conventions) -> Vec<LayerEntry> {
+pub fn layer_entries(
+    plan: &[layers::Layer],
+    conventions: &crate::conventions::Conventions,
+) -> Vec<LayerEntry> {
     let mut entries: Vec<LayerEntry> = plan
         .iter()
         .map(|l| LayerEntry {

@@ -71,7 +71,9 @@ impl Tag {
         if s.len() > 128 {
             return Err("a tag is at most 128 characters".into());
         }
-        if let Some(c) = chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        if let Some(c) =
+            chars.find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+        {
             return Err(format!(
                 "a tag may only contain letters, digits, `_`, `.` and `-`, not `{}`",
                 c.escape_default()
@@ -141,20 +143,31 @@ fn check_domain(d: &str) -> Result<(), String> {
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
 fn check_path_component(p: &str) -> Result<(), String> {
     if p.is_empty() {
-        return Err("an image name cannot have an empty path component (`//` or a leading or trailing `/`)".into());
+        return Err(
+            "an image name cannot have an empty path component (`//` or a leading or trailing `/`)"
+                .into(),
+        );
     }
-    if let Some(c) = p.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(c) = p
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
+    {
         let why = if c.is_ascii_uppercase() {
             "image names must be lower case".to_owned()
         } else {
-            format!("image names may only contain `a-z`, `0-9`, `.`, `_`, `-` and `/`, not `{}`", c.escape_default())
+            format!(
+                "image names may only contain `a-z`, `0-9`, `.`, `_`, `-` and `/`, not `{}`",
+                c.escape_default()
+            )
         };
         return Err(why);
     }
     let bytes = p.as_bytes();
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     if !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
-        return Err(format!("the name component `{p}` must start and end with a letter or digit"));
+        return Err(format!(
+            "the name component `{p}` must start and end with a letter or digit"
+        ));
     }
     // Separators: `.`, `_`, `__` or any run of `-`.
     let mut i = 0;
@@ -170,7 +183,9 @@ fn check_path_component(p: &str) -> Result<(), String> {
         let sep = &p[start..i];
         let ok = sep == "." || sep == "_" || sep == "__" || sep.chars().all(|c| c == '-');
         if !ok {
-            return Err(format!("`{sep}` is not allowed between letters in the name component `{p}`"));
+            return Err(format!(
+                "`{sep}` is not allowed between letters in the name component `{p}`"
+            ));
         }
     }
     Ok(())
@@ -178,8 +193,14 @@ fn check_path_component(p: &str) -> Result<(), String> {
 
 fn check_digest(d: &str) -> Result<(), String> {
     match d.split_once(':') {
-        Some((alg, hex)) if !alg.is_empty() && hex.len() >= 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) => Ok(()),
-        _ => Err(format!("`{d}` is not a digest like `sha256:<64 hex digits>`")),
+        Some((alg, hex))
+            if !alg.is_empty() && hex.len() >= 32 && hex.chars().all(|c| c.is_ascii_hexdigit()) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "`{d}` is not a digest like `sha256:<64 hex digits>`"
+        )),
     }
 }
 
@@ -214,14 +235,23 @@ mod tests {
 
     #[test]
     fn accepts_names_the_engine_accepts() {
-        for ok in ["app", "nixpack-example/python-http", "a__b", "a.b_c---d", "localhost:5000/x/y", "Registry.Example:443/app"] {
+        for ok in [
+            "app",
+            "nixpack-example/python-http",
+            "a__b",
+            "a.b_c---d",
+            "localhost:5000/x/y",
+            "Registry.Example:443/app",
+        ] {
             assert!(ImageName::parse(ok).is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn rejects_names_the_engine_rejects() {
-        for bad in ["", "App", "-app", "app-", "a//b", "a/", "a b", "a___b", "a..b", "a:b"] {
+        for bad in [
+            "", "App", "-app", "app-", "a//b", "a/", "a b", "a___b", "a..b", "a:b",
+        ] {
             assert!(ImageName::parse(bad).is_err(), "{bad}");
         }
     }
@@ -242,6 +272,9 @@ mod tests {
         let r = ImageRef::parse("localhost:5000/nix").unwrap();
         assert_eq!(r.name.as_str(), "localhost:5000/nix");
         assert!(r.tag.is_none());
-        assert_eq!(ImageRef::parse("nixos/nix:2.28.3").unwrap().to_string(), "nixos/nix:2.28.3");
+        assert_eq!(
+            ImageRef::parse("nixos/nix:2.28.3").unwrap().to_string(),
+            "nixos/nix:2.28.3"
+        );
     }
 }

@@ -19,8 +19,14 @@ pub struct Ui {
 impl Ui {
     /// From `-q` / `-v`; spinners only when stderr is a terminal.
     pub fn new(quiet: bool, verbose: u8) -> Self {
-        let multi = std::io::stderr().is_terminal().then(|| Arc::new(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())));
-        Ui { quiet, verbose, multi }
+        let multi = std::io::stderr()
+            .is_terminal()
+            .then(|| Arc::new(MultiProgress::with_draw_target(ProgressDrawTarget::stderr())));
+        Ui {
+            quiet,
+            verbose,
+            multi,
+        }
     }
 
     /// Whether logs are hidden.
@@ -61,7 +67,10 @@ impl Ui {
     pub fn stage(&self, what: &str, stage: &str) -> Stage {
         let bar = self.multi.as_ref().map(|m| {
             let b = m.add(ProgressBar::new_spinner());
-            b.set_style(ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]").expect("valid template"));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")
+                    .expect("valid template"),
+            );
             b.set_prefix(what.to_owned());
             b.set_message(stage.to_owned());
             b.enable_steady_tick(Duration::from_millis(120));
@@ -94,7 +103,13 @@ impl Stage {
     /// its wall time.
     pub fn done(self, note: &str) -> Duration {
         let elapsed = self.started.elapsed();
-        let line = format!("{}: {} {} ({:.1}s)", self.what, self.stage, note, elapsed.as_secs_f64());
+        let line = format!(
+            "{}: {} {} ({:.1}s)",
+            self.what,
+            self.stage,
+            note,
+            elapsed.as_secs_f64()
+        );
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

@@ -36,22 +36,37 @@ fn text(b: &[u8]) -> String {
 
 /// A name no other test (or earlier run) uses.
 fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("nixpack-e2e/{prefix}-{}-{nanos}", std::process::id())
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn docker() -> bollard::Docker {
-    rt().block_on(async { bollard::Docker::connect_with_defaults().unwrap().negotiate_version().await.unwrap() })
+    rt().block_on(async {
+        bollard::Docker::connect_with_defaults()
+            .unwrap()
+            .negotiate_version()
+            .await
+            .unwrap()
+    })
 }
 
 fn require_base() {
     let d = docker();
     let present = rt().block_on(d.inspect_image(BASE)).is_ok();
-    assert!(present, "the builder base {BASE} is missing: run scripts/make-builder-base (scripts/test does)");
+    assert!(
+        present,
+        "the builder base {BASE} is missing: run scripts/make-builder-base (scripts/test does)"
+    );
 }
 
 /// Removes the image when the test ends, pass or fail.
@@ -61,7 +76,9 @@ impl Drop for ImageGuard {
     fn drop(&mut self) {
         let d = docker();
         for r in &self.0 {
-            let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default().force(true).build();
+            let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+                .force(true)
+                .build();
             let _ = rt().block_on(d.remove_image(r, Some(opts), None));
         }
     }
@@ -92,17 +109,39 @@ fn tiny_expression(nonce: &str) -> String {
 
 fn containers_labelled(label: &str) -> Vec<String> {
     let d = docker();
-    let opts = ListContainersOptionsBuilder::default().all(true).filters(&HashMap::from([("label", vec![label])])).build();
-    rt().block_on(d.list_containers(Some(opts))).unwrap().into_iter().filter_map(|c| c.id).collect()
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&HashMap::from([("label", vec![label])]))
+        .build();
+    rt().block_on(d.list_containers(Some(opts)))
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
 }
 
 /// Containers created with `label` between `since` and now (Engine events).
-fn containers_created_since(label: &str, since: u64) -> usize {
+/// `since` is a fractional Unix time: whole seconds would also count the
+/// containers of a build that ended earlier in the same second.
+fn containers_created_since(label: &str, since: Duration) -> usize {
     let d = docker();
-    let until = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() + 1;
-    let filters = HashMap::from([("type", vec!["container"]), ("event", vec!["create"]), ("label", vec![label])]);
-    let opts = EventsOptionsBuilder::default().since(&since.to_string()).until(&until.to_string()).filters(&filters).build();
-    rt().block_on(async { d.events(Some(opts)).collect::<Vec<_>>().await }).len()
+    let until = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let filters = HashMap::from([
+        ("type", vec!["container"]),
+        ("event", vec!["create"]),
+        ("label", vec![label]),
+    ]);
+    let opts = EventsOptionsBuilder::default()
+        .since(&format!("{}.{:09}", since.as_secs(), since.subsec_nanos()))
+        .until(&until.to_string())
+        .filters(&filters)
+        .build();
+    rt().block_on(async { d.events(Some(opts)).collect::<Vec<_>>().await })
+        .len()
 }
 
 /// The image's filesystem, from `docker save` (the Engine's image export):
@@ -132,7 +171,13 @@ fn image_filesystem(reference: &str) -> BTreeMap<String, (u32, Option<String>)> 
         let mut a = tar::Archive::new(&files[layer.as_str().unwrap()][..]);
         for e in a.entries().unwrap() {
             let e = e.unwrap();
-            let path = e.path().unwrap().display().to_string().trim_end_matches('/').to_owned();
+            let path = e
+                .path()
+                .unwrap()
+                .display()
+                .to_string()
+                .trim_end_matches('/')
+                .to_owned();
             let link = e.link_name().unwrap().map(|l| l.display().to_string());
             fs.insert(path, (e.header().mode().unwrap(), link));
         }
@@ -167,46 +212,104 @@ fn example_builds_runs_and_answers_over_http() {
         .unwrap()
         .replace("\"nixpack-example/python-http\"", &format!("{name:?}"))
         .replace("\"8080\"", &format!("\"{port}\""))
-        .replace("ports = [8080]", &format!("ports = [{port}]\nuser = \"65534:65534\""));
+        .replace(
+            "ports = [8080]",
+            &format!("ports = [{port}]\nuser = \"65534:65534\""),
+        );
     std::fs::write(dir.path().join("nixpack.toml"), manifest).unwrap();
     let reference = format!("{name}:latest");
     let _guard = ImageGuard(vec![reference.clone()]);
 
     let out = nixpack(dir.path(), &["build"]);
     assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains(&reference), "the summary names the image:\n{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains(&reference),
+        "the summary names the image:\n{}",
+        text(&out.stdout)
+    );
 
     // The image config is what the manifest says.
     let d = docker();
     let inspect = rt().block_on(d.inspect_image(&reference)).unwrap();
     let config = inspect.config.unwrap();
-    assert_eq!(config.entrypoint.unwrap(), vec!["/bin/python3", "-m", "http.server"]);
-    assert_eq!(config.cmd.unwrap(), vec![port.to_string(), "--bind".into(), "0.0.0.0".into(), "--directory".into(), "/usr/local/share/www".into()]);
-    assert!(config.env.unwrap().contains(&"PYTHONUNBUFFERED=1".to_owned()));
+    assert_eq!(
+        config.entrypoint.unwrap(),
+        vec!["/bin/python3", "-m", "http.server"]
+    );
+    assert_eq!(
+        config.cmd.unwrap(),
+        vec![
+            port.to_string(),
+            "--bind".into(),
+            "0.0.0.0".into(),
+            "--directory".into(),
+            "/usr/local/share/www".into()
+        ]
+    );
+    assert!(config
+        .env
+        .unwrap()
+        .contains(&"PYTHONUNBUFFERED=1".to_owned()));
     assert_eq!(config.working_dir.as_deref(), Some("/tmp"));
     assert_eq!(config.user.as_deref(), Some("65534:65534"));
-    assert_eq!(config.exposed_ports.unwrap().into_iter().collect::<Vec<_>>(), vec![format!("{port}/tcp")]);
+    assert_eq!(
+        config
+            .exposed_ports
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![format!("{port}/tcp")]
+    );
     let labels = config.labels.unwrap();
-    let closure_json = std::fs::read_to_string(dir.path().join(".nixpack").join(name.replace('/', "_")).join("closure.json")).unwrap();
+    let closure_json = std::fs::read_to_string(
+        dir.path()
+            .join(".nixpack")
+            .join(name.replace('/', "_"))
+            .join("closure.json"),
+    )
+    .unwrap();
     let closure = Closure::from_json(&closure_json).unwrap();
     assert_eq!(labels["dev.nixpack.result"], closure.result.as_str());
     assert_eq!(labels["org.opencontainers.image.title"], name);
 
     // The filesystem is exactly the closure plus the conventions.
     let fs = image_filesystem(&reference);
-    let store: BTreeSet<String> = fs.keys().filter(|p| p.matches('/').count() == 2 && p.starts_with("nix/store/")).map(|p| format!("/{p}")).collect();
+    let store: BTreeSet<String> = fs
+        .keys()
+        .filter(|p| p.matches('/').count() == 2 && p.starts_with("nix/store/"))
+        .map(|p| format!("/{p}"))
+        .collect();
     let expected: BTreeSet<String> = closure.paths.keys().map(|p| p.to_string()).collect();
     assert_eq!(store, expected, "store paths in the image");
     let top: BTreeSet<&str> = fs.keys().map(|p| p.split('/').next().unwrap()).collect();
     assert_eq!(top, BTreeSet::from(["bin", "nix", "tmp", "usr"]));
-    let outside: Vec<&String> = fs.keys().filter(|p| !p.starts_with("nix/") && *p != "nix").collect();
-    assert_eq!(outside, vec!["bin", "tmp", "usr", "usr/local", "usr/local/share"]);
+    let outside: Vec<&String> = fs
+        .keys()
+        .filter(|p| !p.starts_with("nix/") && *p != "nix")
+        .collect();
+    assert_eq!(
+        outside,
+        vec!["bin", "tmp", "usr", "usr/local", "usr/local/share"]
+    );
     assert_eq!(fs["tmp"].0 & 0o7777, 0o1777, "/tmp is 1777");
-    assert_eq!(fs["bin"].1.as_deref(), Some(format!("{}/bin", closure.result).as_str()));
-    assert_eq!(fs["usr/local/share"].1.as_deref(), Some(format!("{}/share", closure.result).as_str()));
+    assert_eq!(
+        fs["bin"].1.as_deref(),
+        Some(format!("{}/bin", closure.result).as_str())
+    );
+    assert_eq!(
+        fs["usr/local/share"].1.as_deref(),
+        Some(format!("{}/share", closure.result).as_str())
+    );
 
     // `nixpack run` publishes the port on loopback and answers over HTTP.
-    let mut run = Command::new(nixpack_bin()).arg("run").current_dir(dir.path()).env("NO_COLOR", "1").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut run = Command::new(nixpack_bin())
+        .arg("run")
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut answer = None;
     while Instant::now() < deadline {
@@ -216,14 +319,27 @@ fn example_builds_runs_and_answers_over_http() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = Command::new("kill").arg("-TERM").arg(run.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(run.id().to_string())
+        .status();
     let status = run.wait().unwrap();
     let mut err = String::new();
     run.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    let answer = answer.unwrap_or_else(|| panic!("no HTTP answer on 127.0.0.1:{port}; nixpack run said:\n{err}"));
-    assert!(answer.contains("Hello from a FROM-scratch Nix image"), "{answer}");
-    assert!(status.success(), "nixpack run ends cleanly on SIGTERM: {status:?}\n{err}");
-    assert!(containers_labelled(&format!("dev.nixpack.run={reference}")).is_empty(), "the run container is removed");
+    let answer = answer
+        .unwrap_or_else(|| panic!("no HTTP answer on 127.0.0.1:{port}; nixpack run said:\n{err}"));
+    assert!(
+        answer.contains("Hello from a FROM-scratch Nix image"),
+        "{answer}"
+    );
+    assert!(
+        status.success(),
+        "nixpack run ends cleanly on SIGTERM: {status:?}\n{err}"
+    );
+    assert!(
+        containers_labelled(&format!("dev.nixpack.run={reference}")).is_empty(),
+        "the run container is removed"
+    );
 }
 
 #[test]
@@ -234,18 +350,39 @@ fn a_rebuild_with_nothing_changed_starts_no_container() {
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
     let out = nixpack(dir.path(), &["build"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let first = rt().block_on(docker().inspect_image(&format!("{name}:latest"))).unwrap().id;
+    let first = rt()
+        .block_on(docker().inspect_image(&format!("{name}:latest")))
+        .unwrap()
+        .id;
 
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     let out = nixpack(dir.path(), &["build"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("unchanged"), "{}", text(&out.stdout));
-    assert_eq!(containers_created_since(&format!("dev.nixpack.image={name}"), since), 0, "no builder container on a no-change rebuild");
-    assert_eq!(rt().block_on(docker().inspect_image(&format!("{name}:latest"))).unwrap().id, first);
+    assert!(
+        text(&out.stdout).contains("unchanged"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        containers_created_since(&format!("dev.nixpack.image={name}"), since),
+        0,
+        "no builder container on a no-change rebuild"
+    );
+    assert_eq!(
+        rt().block_on(docker().inspect_image(&format!("{name}:latest")))
+            .unwrap()
+            .id,
+        first
+    );
 
     // The store volume is labelled with the builder recipe it was seeded from.
-    let volumes = rt().block_on(docker().list_volumes(None::<bollard::query_parameters::ListVolumesOptions>)).unwrap().volumes.unwrap_or_default();
-    assert!(volumes.iter().any(|v| v.name.starts_with("nixpack-store-") && v.labels.contains_key("dev.nixpack.store.recipe")));
+    let volumes = rt()
+        .block_on(docker().list_volumes(None::<bollard::query_parameters::ListVolumesOptions>))
+        .unwrap()
+        .volumes
+        .unwrap_or_default();
+    assert!(volumes.iter().any(|v| v.name.starts_with("nixpack-store-")
+        && v.labels.contains_key("dev.nixpack.store.recipe")));
 }
 
 #[test]
@@ -258,17 +395,28 @@ fn a_failing_expression_exits_non_zero_and_leaves_nothing_behind() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("nix-build failed"), "{err}");
-    assert!(err.contains("nixpack-test-about-to-fail"), "the log tail is shown:\n{err}");
+    assert!(
+        err.contains("nixpack-test-about-to-fail"),
+        "the log tail is shown:\n{err}"
+    );
     assert!(err.contains("build.log"), "the log's path is named:\n{err}");
-    assert!(rt().block_on(docker().inspect_image(&format!("{name}:latest"))).is_err(), "no image is tagged");
-    assert!(containers_labelled(&format!("dev.nixpack.image={name}")).is_empty(), "no container is left");
+    assert!(
+        rt().block_on(docker().inspect_image(&format!("{name}:latest")))
+            .is_err(),
+        "no image is tagged"
+    );
+    assert!(
+        containers_labelled(&format!("dev.nixpack.image={name}")).is_empty(),
+        "no container is left"
+    );
 }
 
 #[test]
 fn a_broken_scratch_override_names_the_stage_and_the_file() {
     require_base();
     let name = unique("override");
-    let template = "FROM scratch\n{{#each layers}}ADD {{this.file}} /\n{{/each}}RUN /no/such/program\n";
+    let template =
+        "FROM scratch\n{{#each layers}}ADD {{this.file}} /\n{{/each}}RUN /no/such/program\n";
     let dir = project(
         &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[builder.templates]\nscratch = \"broken.hbs\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"),
         &[("default.nix", &tiny_expression(&name)), ("broken.hbs", template)],
@@ -278,7 +426,11 @@ fn a_broken_scratch_override_names_the_stage_and_the_file() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("stage image failed"), "{err}");
     assert!(err.contains("broken.hbs"), "{err}");
-    assert!(rt().block_on(docker().inspect_image(&format!("{name}:latest"))).is_err(), "no image is tagged");
+    assert!(
+        rt().block_on(docker().inspect_image(&format!("{name}:latest")))
+            .is_err(),
+        "no image is tagged"
+    );
 }
 
 #[test]
@@ -288,12 +440,22 @@ fn two_images_build_in_parallel_over_one_store() {
     let manifest = format!(
         "[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{a}\"\nexpression = \"a.nix\"\n[[image]]\nname = \"{b}\"\nexpression = \"b.nix\"\n"
     );
-    let dir = project(&manifest, &[("a.nix", &tiny_expression(&a)), ("b.nix", &tiny_expression(&b))]);
+    let dir = project(
+        &manifest,
+        &[
+            ("a.nix", &tiny_expression(&a)),
+            ("b.nix", &tiny_expression(&b)),
+        ],
+    );
     let _guard = ImageGuard(vec![format!("{a}:latest"), format!("{b}:latest")]);
     let out = nixpack(dir.path(), &["build", "-j", "2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     for n in [&a, &b] {
-        assert!(rt().block_on(docker().inspect_image(&format!("{n}:latest"))).is_ok(), "{n} is tagged");
+        assert!(
+            rt().block_on(docker().inspect_image(&format!("{n}:latest")))
+                .is_ok(),
+            "{n} is tagged"
+        );
     }
 }
 
@@ -308,20 +470,36 @@ fn two_build_processes_at_once_share_the_store() {
     let _guard = ImageGuard(names.iter().map(|n| format!("{n}:latest")).collect());
     let children: Vec<_> = dirs
         .iter()
-        .map(|d| Command::new(nixpack_bin()).arg("build").current_dir(d.path()).env("NO_COLOR", "1").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|d| {
+            Command::new(nixpack_bin())
+                .arg("build")
+                .current_dir(d.path())
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for c in children {
         let out = c.wait_with_output().unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     for n in &names {
-        assert!(rt().block_on(docker().inspect_image(&format!("{n}:latest"))).is_ok(), "{n} is tagged");
+        assert!(
+            rt().block_on(docker().inspect_image(&format!("{n}:latest")))
+                .is_ok(),
+            "{n} is tagged"
+        );
     }
 }
 
 #[test]
 fn an_unreachable_engine_is_one_clear_error() {
-    let dir = project(&format!("[project]\nname = \"t\"\n[[image]]\nname = \"x\"\nexpression = \"default.nix\"\n"), &[("default.nix", "1")]);
+    let dir = project(
+        "[project]\nname = \"t\"\n[[image]]\nname = \"x\"\nexpression = \"default.nix\"\n",
+        &[("default.nix", "1")],
+    );
     let out = Command::new(nixpack_bin())
         .arg("build")
         .current_dir(dir.path())
@@ -331,6 +509,12 @@ fn an_unreachable_engine_is_one_clear_error() {
         .unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("cannot reach the Docker Engine at unix:///tmp/nixpack-no-such-docker.sock"), "{err}");
-    assert!(err.contains("DOCKER_HOST"), "the help says what to set:\n{err}");
+    assert!(
+        err.contains("cannot reach the Docker Engine at unix:///tmp/nixpack-no-such-docker.sock"),
+        "{err}"
+    );
+    assert!(
+        err.contains("DOCKER_HOST"),
+        "the help says what to set:\n{err}"
+    );
 }

@@ -37,7 +37,10 @@ pub struct Outcome {
 
 /// Runs `nixpack build`.
 pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::internal("starting the async runtime", e))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal("starting the async runtime", e))?;
     rt.block_on(async {
         let engine = Engine::connect().await.map_err(Error::user)?;
         let work = build(&engine, &manifest, args, &ui);
@@ -55,11 +58,23 @@ pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
     })
 }
 
-async fn build(engine: &Engine, manifest: &Manifest, args: &BuildArgs, ui: &Ui) -> Result<(), Error> {
+async fn build(
+    engine: &Engine,
+    manifest: &Manifest,
+    args: &BuildArgs,
+    ui: &Ui,
+) -> Result<(), Error> {
     let started = Instant::now();
-    let images = manifest.select(&args.images).map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))?;
+    let images = manifest
+        .select(&args.images)
+        .map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))?;
     let renderer = Renderer::new(manifest)?;
-    let ctx = Ctx { engine, manifest, renderer: &renderer, ui };
+    let ctx = Ctx {
+        engine,
+        manifest,
+        renderer: &renderer,
+        ui,
+    };
     let (builder, _built) = stages::builder::ensure(&ctx).await?;
     let volume = stages::store::ensure(&ctx, &builder).await?;
 
@@ -68,13 +83,21 @@ async fn build(engine: &Engine, manifest: &Manifest, args: &BuildArgs, ui: &Ui) 
             let ctx = &ctx;
             let builder = &builder;
             let volume = &volume;
-            async move { (image.reference(), build_one(ctx, builder, volume, image, !args.locked).await) }
+            async move {
+                (
+                    image.reference(),
+                    build_one(ctx, builder, volume, image, !args.locked).await,
+                )
+            }
         })
         .buffer_unordered(usize::from(args.jobs))
         .collect()
         .await;
 
-    ui.line(&format!("{:<40} {:>10} {:>6} {:>8}  {}", "IMAGE", "SIZE", "PATHS", "TIME", "STATUS"));
+    ui.line(&format!(
+        "{:<40} {:>10} {:>6} {:>8}  {}",
+        "IMAGE", "SIZE", "PATHS", "TIME", "STATUS"
+    ));
     let mut done = Vec::new();
     let mut failures = Vec::new();
     for (reference, r) in results {
@@ -82,33 +105,65 @@ async fn build(engine: &Engine, manifest: &Manifest, args: &BuildArgs, ui: &Ui) 
             Ok(o) => {
                 let total: Duration = o.times.iter().map(|(_, d)| *d).sum();
                 let status = if o.built.built {
-                    format!("built ({} layer(s) written{})", o.layers_written, if o.nix_ran { ", nix-build ran" } else { "" })
+                    format!(
+                        "built ({} layer(s) written{})",
+                        o.layers_written,
+                        if o.nix_ran { ", nix-build ran" } else { "" }
+                    )
                 } else {
                     "unchanged".to_owned()
                 };
-                ui.line(&format!("{:<40} {:>10} {:>6} {:>7.1}s  {status}", reference, stages::nix::human_bytes(o.built.size), o.store_paths, total.as_secs_f64()));
+                ui.line(&format!(
+                    "{:<40} {:>10} {:>6} {:>7.1}s  {status}",
+                    reference,
+                    stages::nix::human_bytes(o.built.size),
+                    o.store_paths,
+                    total.as_secs_f64()
+                ));
                 done.push((reference, o));
             }
             Err(e) => {
-                ui.line(&format!("{reference:<40} {:>10} {:>6} {:>8}  FAILED", "-", "-", "-"));
+                ui.line(&format!(
+                    "{reference:<40} {:>10} {:>6} {:>8}  FAILED",
+                    "-", "-", "-"
+                ));
                 failures.push((reference, e));
             }
         }
     }
     ui.log(&format!("done in {:.1}s", started.elapsed().as_secs_f64()));
     match failures.len() {
-        0 => finish_lock(engine, manifest, &builder, &locked_images(&done, manifest), args.locked, ui).await,
+        0 => {
+            finish_lock(
+                engine,
+                manifest,
+                &builder,
+                &locked_images(&done, manifest),
+                args.locked,
+                ui,
+            )
+            .await
+        }
         1 => Err(failures.pop().expect("one").1),
         n => {
             for (reference, e) in &failures {
                 eprintln!("{reference}: {:?}", e.report());
             }
-            Err(Error::msg(format!("{n} images failed"), "see the errors above"))
+            Err(Error::msg(
+                format!("{n} images failed"),
+                "see the errors above",
+            ))
         }
     }
 }
 
-async fn build_one(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &Image, tag: bool) -> Result<Outcome, Error> {
+async fn build_one(
+    ctx: &Ctx<'_>,
+    builder: &BuilderImage,
+    volume: &str,
+    image: &Image,
+    tag: bool,
+) -> Result<Outcome, Error> {
     let dir = crate::outputs::image_dir(ctx.manifest, image);
     let t = Instant::now();
     let (closure, nix_ran) = stages::nix::run(ctx, builder, volume, image, &dir).await?;
@@ -123,7 +178,11 @@ async fn build_one(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &
         store_paths: closure.paths.len(),
         result: closure.result.to_string(),
         closure_hash: format!("sha256:{}", closure.closure_hash()),
-        times: [("nix", nix_time), ("layers", layers_time), ("image", image_time)],
+        times: [
+            ("nix", nix_time),
+            ("layers", layers_time),
+            ("image", image_time),
+        ],
         nix_ran,
         layers_written: layers.written,
         built,
@@ -155,7 +214,10 @@ fn write_report(dir: &std::path::Path, closure: &crate::closure::Closure, o: &Ou
 fn locked_images(done: &[(String, Outcome)], manifest: &Manifest) -> Vec<LockedImage> {
     done.iter()
         .filter_map(|(reference, o)| {
-            let image = manifest.images.iter().find(|i| i.reference() == *reference)?;
+            let image = manifest
+                .images
+                .iter()
+                .find(|i| i.reference() == *reference)?;
             Some(LockedImage {
                 name: image.name.to_string(),
                 tag: image.tag.to_string(),
@@ -170,12 +232,24 @@ fn locked_images(done: &[(String, Outcome)], manifest: &Manifest) -> Vec<LockedI
 
 /// Writes nixpack.lock, or with `--locked` compares it and tags the
 /// images only when it would not change.
-async fn finish_lock(engine: &Engine, manifest: &Manifest, builder: &BuilderImage, done: &[LockedImage], locked: bool, ui: &Ui) -> Result<(), Error> {
+async fn finish_lock(
+    engine: &Engine,
+    manifest: &Manifest,
+    builder: &BuilderImage,
+    done: &[LockedImage],
+    locked: bool,
+    ui: &Ui,
+) -> Result<(), Error> {
     let path = manifest.root.join(LOCK_NAME);
     let old_text = std::fs::read_to_string(&path).ok();
     let old = match old_text.as_deref().map(Lock::parse) {
         Some(Ok(l)) => Some(l),
-        Some(Err(e)) if locked => return Err(Error::msg(e, "remove nixpack.lock and build without --locked to write a fresh one")),
+        Some(Err(e)) if locked => {
+            return Err(Error::msg(
+                e,
+                "remove nixpack.lock and build without --locked to write a fresh one",
+            ))
+        }
         _ => None,
     };
     let order: Vec<String> = manifest.images.iter().map(|i| i.name.to_string()).collect();
@@ -191,7 +265,10 @@ async fn finish_lock(engine: &Engine, manifest: &Manifest, builder: &BuilderImag
     let text = lock.render();
     if locked {
         let Some(old_text) = old_text else {
-            return Err(Error::msg("--locked, but there is no nixpack.lock", "build once without --locked to write it, and check it in"));
+            return Err(Error::msg(
+                "--locked, but there is no nixpack.lock",
+                "build once without --locked to write it, and check it in",
+            ));
         };
         if old_text != text {
             return Err(Error::msg(
@@ -200,13 +277,17 @@ async fn finish_lock(engine: &Engine, manifest: &Manifest, builder: &BuilderImag
             ));
         }
         for l in done {
-            engine.tag(&l.image_id, &l.name, &l.tag).await.map_err(Error::user)?;
+            engine
+                .tag(&l.image_id, &l.name, &l.tag)
+                .await
+                .map_err(Error::user)?;
         }
         ui.log("nixpack.lock is up to date");
         return Ok(());
     }
     if old_text.as_deref() != Some(text.as_str()) {
-        crate::outputs::write_atomic(&path, text.as_bytes()).map_err(|e| Error::internal("writing nixpack.lock", e))?;
+        crate::outputs::write_atomic(&path, text.as_bytes())
+            .map_err(|e| Error::internal("writing nixpack.lock", e))?;
         ui.log(&format!("wrote {}", path.display()));
     }
     Ok(())

@@ -3,8 +3,8 @@
 
 pub mod build;
 pub mod init;
-pub mod run;
 pub mod render;
+pub mod run;
 
 use std::path::Path;
 
@@ -13,7 +13,8 @@ use crate::manifest::{discover, Manifest};
 
 /// Finds and loads the manifest from `--manifest-path` or the current folder.
 pub fn load_manifest(explicit: Option<&Path>) -> Result<Manifest, Error> {
-    let cwd = std::env::current_dir().map_err(|e| Error::internal("cannot read the current directory", e))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::internal("cannot read the current directory", e))?;
     let path = discover(explicit, &cwd)?;
     Ok(Manifest::load(&path)?)
 }

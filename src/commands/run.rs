@@ -13,17 +13,36 @@ use crate::ui::Ui;
 /// Runs `nixpack run`.
 pub fn run(manifest: Manifest, args: &RunArgs, ui: Ui) -> Result<(), Error> {
     let image = match &args.image {
-        Some(n) => *manifest.select(std::slice::from_ref(n)).map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))?.first().expect("one name, one image"),
+        Some(n) => *manifest
+            .select(std::slice::from_ref(n))
+            .map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))?
+            .first()
+            .expect("one name, one image"),
         None => &manifest.images[0],
     };
     let reference = image.reference();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::internal("starting the async runtime", e))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal("starting the async runtime", e))?;
     rt.block_on(async {
         let engine = Engine::connect().await.map_err(Error::user)?;
-        if engine.inspect_image(&reference).await.map_err(Error::user)?.is_none() {
-            return Err(Error::msg(format!("the image `{reference}` is not built yet"), "run `nixpack build` first"));
+        if engine
+            .inspect_image(&reference)
+            .await
+            .map_err(Error::user)?
+            .is_none()
+        {
+            return Err(Error::msg(
+                format!("the image `{reference}` is not built yet"),
+                "run `nixpack build` first",
+            ));
         }
-        let ports: Vec<(String, u16)> = image.ports.iter().map(|p| (p.to_string(), p.number)).collect();
+        let ports: Vec<(String, u16)> = image
+            .ports
+            .iter()
+            .map(|p| (p.to_string(), p.number))
+            .collect();
         let spec = RunSpec {
             image: &reference,
             cmd: args.args.clone(),
@@ -33,9 +52,15 @@ pub fn run(manifest: Manifest, args: &RunArgs, ui: Ui) -> Result<(), Error> {
             uploads: vec![],
             labels: HashMap::from([("dev.nixpack.run".to_owned(), reference.clone())]),
         };
-        let id = engine.create_container(&spec, &ports).await.map_err(Error::user)?;
+        let id = engine
+            .create_container(&spec, &ports)
+            .await
+            .map_err(Error::user)?;
         for p in &image.ports {
-            ui.log(&format!("{reference}: {p} published on 127.0.0.1:{}", p.number));
+            ui.log(&format!(
+                "{reference}: {p} published on 127.0.0.1:{}",
+                p.number
+            ));
         }
         let work = engine.start_and_wait(&id, |line| ui.line(line));
         let result = tokio::select! {
@@ -49,7 +74,10 @@ pub fn run(manifest: Manifest, args: &RunArgs, ui: Ui) -> Result<(), Error> {
         engine.remove_container(&id).await.map_err(Error::user)?;
         match result? {
             0 => Ok(()),
-            code => Err(Error::msg(format!("`{reference}` exited with code {code}"), "its output is above")),
+            code => Err(Error::msg(
+                format!("`{reference}` exited with code {code}"),
+                "its output is above",
+            )),
         }
     })
 }

@@ -45,13 +45,27 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
                 .inspect_image(&from)
                 .await
                 .map_err(Error::user)?
-                .ok_or_else(|| Error::msg(format!("`{from}` is still missing after the pull"), "check the engine's image store"))?
+                .ok_or_else(|| {
+                    Error::msg(
+                        format!("`{from}` is still missing after the pull"),
+                        "check the engine's image store",
+                    )
+                })?
         }
     };
-    let full = key(&[base.id.as_bytes(), dockerfile.as_bytes(), entrypoint.as_bytes()]);
+    let full = key(&[
+        base.id.as_bytes(),
+        dockerfile.as_bytes(),
+        entrypoint.as_bytes(),
+    ]);
     let store_key = key(&[base.id.as_bytes(), dockerfile.as_bytes()]);
     let reference = format!("nixpack-builder:{}", &full[..16]);
-    if let Some(existing) = ctx.engine.inspect_image(&reference).await.map_err(Error::user)? {
+    if let Some(existing) = ctx
+        .engine
+        .inspect_image(&reference)
+        .await
+        .map_err(Error::user)?
+    {
         return Ok((
             BuilderImage {
                 reference,
@@ -99,7 +113,12 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
     };
     // Another nixpack may have built the same recipe meanwhile: keep its
     // image and drop ours rather than leave a dangling copy.
-    if let Some(winner) = ctx.engine.inspect_image(&reference).await.map_err(Error::user)? {
+    if let Some(winner) = ctx
+        .engine
+        .inspect_image(&reference)
+        .await
+        .map_err(Error::user)?
+    {
         if winner.id != id {
             let _ = ctx.engine.remove_image(&id).await;
         }
@@ -114,7 +133,10 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
             true,
         ));
     }
-    ctx.engine.tag(&id, "nixpack-builder", &full[..16]).await.map_err(Error::user)?;
+    ctx.engine
+        .tag(&id, "nixpack-builder", &full[..16])
+        .await
+        .map_err(Error::user)?;
     stage.done("built");
     Ok((
         BuilderImage {
@@ -128,7 +150,12 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
 }
 
 /// Appends an in-memory file with fixed metadata.
-pub fn append_bytes<W: std::io::Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub fn append_bytes<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_size(bytes.len() as u64);
     h.set_mode(mode);

@@ -39,11 +39,30 @@ pub struct Built {
 /// Builds and tags the image unless the tagged one already has this key.
 /// With `tag` false the image is made but `NAME:TAG` is left alone (for
 /// `--locked`, which tags only once the lock agrees).
-pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, layers: &Layers, tag: bool) -> Result<Built, Error> {
+pub async fn run(
+    ctx: &Ctx<'_>,
+    image: &Image,
+    dir: &Path,
+    closure: &Closure,
+    layers: &Layers,
+    tag: bool,
+) -> Result<Built, Error> {
     let labels = BTreeMap::from([
-        ("org.opencontainers.image.title".to_owned(), image.name.to_string()),
-        ("org.opencontainers.image.version".to_owned(), image.tag.to_string()),
-        ("org.opencontainers.image.description".to_owned(), format!("{} built by nixpack from {}", ctx.manifest.project.name, image.expression)),
+        (
+            "org.opencontainers.image.title".to_owned(),
+            image.name.to_string(),
+        ),
+        (
+            "org.opencontainers.image.version".to_owned(),
+            image.tag.to_string(),
+        ),
+        (
+            "org.opencontainers.image.description".to_owned(),
+            format!(
+                "{} built by nixpack from {}",
+                ctx.manifest.project.name, image.expression
+            ),
+        ),
         ("dev.nixpack.result".to_owned(), closure.result.to_string()),
         ("dev.nixpack.closure".to_owned(), closure.closure_hash()),
     ]);
@@ -55,7 +74,8 @@ pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, la
         (Template::Entrypoint, ctx.renderer.entrypoint()?),
         (Template::Scratch, dockerfile.clone()),
     ] {
-        crate::outputs::write_atomic(&dir.join(t.file_name()), text.as_bytes()).map_err(|e| Error::internal("writing rendered files", e))?;
+        crate::outputs::write_atomic(&dir.join(t.file_name()), text.as_bytes())
+            .map_err(|e| Error::internal("writing rendered files", e))?;
     }
 
     let reference = image.reference();
@@ -65,7 +85,10 @@ pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, la
                 .layers
                 .iter()
                 .map(|f| match entries.iter().find(|e| e.file == *f) {
-                    Some(e) if e.paths > 0 => format!("nixpack: {} store path(s), {} bytes of NAR", e.paths, e.bytes),
+                    Some(e) if e.paths > 0 => format!(
+                        "nixpack: {} store path(s), {} bytes of NAR",
+                        e.paths, e.bytes
+                    ),
                     Some(_) => "nixpack: root conventions".to_owned(),
                     None => format!("ADD {f} /"),
                 })
@@ -84,52 +107,126 @@ pub async fn run(ctx: &Ctx<'_>, image: &Image, dir: &Path, closure: &Closure, la
 /// The native path: nixpack writes the image config and loads the layers
 /// as a docker-archive. The image id is a pure function of the layers and
 /// the config, so "unchanged" is simply "the tag already points at it".
-async fn assemble(ctx: &Ctx<'_>, image: &Image, dir: &Path, recipe: &crate::dockerfile::Recipe, notes: &[String], tag: bool) -> Result<Built, Error> {
+async fn assemble(
+    ctx: &Ctx<'_>,
+    image: &Image,
+    dir: &Path,
+    recipe: &crate::dockerfile::Recipe,
+    notes: &[String],
+    tag: bool,
+) -> Result<Built, Error> {
     let reference = image.reference();
     let mut diff_ids = Vec::with_capacity(recipe.layers.len());
     for f in &recipe.layers {
-        diff_ids.push(cached_diff_id(&dir.join(f)).map_err(|e| Error::internal(&format!("reading the layer {f}"), e))?);
+        diff_ids.push(
+            cached_diff_id(&dir.join(f))
+                .map_err(|e| Error::internal(&format!("reading the layer {f}"), e))?,
+        );
     }
     let arch = ctx.engine.architecture().await.map_err(Error::user)?;
-    let (config, image_id) = archive::config_json(recipe, &diff_ids, notes, &arch, super::source_date_epoch());
-    crate::outputs::write_atomic(&dir.join("image-config.json"), &config).map_err(|e| Error::internal("writing image-config.json", e))?;
+    let (config, image_id) =
+        archive::config_json(recipe, &diff_ids, notes, &arch, super::source_date_epoch());
+    crate::outputs::write_atomic(&dir.join("image-config.json"), &config)
+        .map_err(|e| Error::internal("writing image-config.json", e))?;
 
-    let existing = ctx.engine.inspect_image(&reference).await.map_err(Error::user)?;
+    let existing = ctx
+        .engine
+        .inspect_image(&reference)
+        .await
+        .map_err(Error::user)?;
     if existing.as_ref().is_some_and(|e| e.id == image_id) {
         let e = existing.expect("checked");
-        return Ok(Built { reference, id: e.id, size: e.size, diff_ids: e.layers, built: false });
+        return Ok(Built {
+            reference,
+            id: e.id,
+            size: e.size,
+            diff_ids: e.layers,
+            built: false,
+        });
     }
     let name = image.name.to_string();
     let stage = ctx.ui.stage(&name, "loading the image");
-    if ctx.engine.inspect_image(&image_id).await.map_err(Error::user)?.is_none() {
+    if ctx
+        .engine
+        .inspect_image(&image_id)
+        .await
+        .map_err(Error::user)?
+        .is_none()
+    {
         // Layers the engine already holds under the same parent chain need
         // not be sent again: the previous image shares a prefix of them.
-        let shared = existing.map_or(0, |e| e.layers.iter().zip(&diff_ids).take_while(|(a, b)| **a == b.0).count());
+        let shared = existing.map_or(0, |e| {
+            e.layers
+                .iter()
+                .zip(&diff_ids)
+                .take_while(|(a, b)| **a == b.0)
+                .count()
+        });
         let mut loaded = load(ctx, dir, recipe, &diff_ids, &config, &image_id, shared).await;
         if let (Err(e), true) = (&loaded, shared > 0) {
             // An engine that insists on every layer gets every layer.
             if ctx.ui.verbose() > 0 {
-                ctx.ui.log(&format!("{name}: the engine wants all layers ({:?}); sending them", e.report()));
+                ctx.ui.log(&format!(
+                    "{name}: the engine wants all layers ({:?}); sending them",
+                    e.report()
+                ));
             }
             loaded = load(ctx, dir, recipe, &diff_ids, &config, &image_id, 0).await;
         } else if ctx.ui.verbose() > 0 && shared > 0 {
-            ctx.ui.log(&format!("{name}: {shared} of {} layers were already in the engine and not sent", diff_ids.len()));
+            ctx.ui.log(&format!(
+                "{name}: {shared} of {} layers were already in the engine and not sent",
+                diff_ids.len()
+            ));
         }
         let id = loaded?;
         if id != image_id {
-            return Err(Error::internal("loading the image", format!("the engine computed {id}, nixpack {image_id}")));
+            return Err(Error::internal(
+                "loading the image",
+                format!("the engine computed {id}, nixpack {image_id}"),
+            ));
         }
     }
     if tag {
-        ctx.engine.tag(&image_id, image.name.as_str(), image.tag.as_str()).await.map_err(Error::user)?;
+        ctx.engine
+            .tag(&image_id, image.name.as_str(), image.tag.as_str())
+            .await
+            .map_err(Error::user)?;
     }
-    let facts = ctx.engine.inspect_image(&image_id).await.map_err(Error::user)?.ok_or_else(|| Error::internal("inspecting the new image", "it vanished"))?;
-    stage.done(if tag { "tagged" } else { "loaded (not tagged yet)" });
-    Ok(Built { reference, id: image_id, size: facts.size, diff_ids: facts.layers, built: true })
+    let facts = ctx
+        .engine
+        .inspect_image(&image_id)
+        .await
+        .map_err(Error::user)?
+        .ok_or_else(|| Error::internal("inspecting the new image", "it vanished"))?;
+    stage.done(if tag {
+        "tagged"
+    } else {
+        "loaded (not tagged yet)"
+    });
+    Ok(Built {
+        reference,
+        id: image_id,
+        size: facts.size,
+        diff_ids: facts.layers,
+        built: true,
+    })
 }
 
-async fn load(ctx: &Ctx<'_>, dir: &Path, recipe: &crate::dockerfile::Recipe, diff_ids: &[archive::DiffId], config: &[u8], image_id: &str, skip: usize) -> Result<String, Error> {
-    let files: Vec<(std::path::PathBuf, archive::DiffId)> = recipe.layers.iter().map(|f| dir.join(f)).zip(diff_ids.iter().cloned()).collect();
+async fn load(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    recipe: &crate::dockerfile::Recipe,
+    diff_ids: &[archive::DiffId],
+    config: &[u8],
+    image_id: &str,
+    skip: usize,
+) -> Result<String, Error> {
+    let files: Vec<(std::path::PathBuf, archive::DiffId)> = recipe
+        .layers
+        .iter()
+        .map(|f| dir.join(f))
+        .zip(diff_ids.iter().cloned())
+        .collect();
     let config = config.to_vec();
     let config_name = format!("{}.json", image_id.trim_start_matches("sha256:"));
     let manifest = archive::manifest_json(&config_name, diff_ids);
@@ -161,17 +258,32 @@ pub fn cached_diff_id(path: &Path) -> std::io::Result<archive::DiffId> {
             return Ok(archive::DiffId(s));
         }
     }
-    let id = archive::diff_id(std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))?;
+    let id = archive::diff_id(std::io::BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(path)?,
+    ))?;
     crate::outputs::write_atomic(&side, id.0.as_bytes())?;
     Ok(id)
 }
 
 /// The fallback: the Engine's builder replays the Dockerfile.
-async fn docker_build(ctx: &Ctx<'_>, image: &Image, dir: &Path, dockerfile: &str, entries: &[crate::render::LayerEntry], tag: bool) -> Result<Built, Error> {
+async fn docker_build(
+    ctx: &Ctx<'_>,
+    image: &Image,
+    dir: &Path,
+    dockerfile: &str,
+    entries: &[crate::render::LayerEntry],
+    tag: bool,
+) -> Result<Built, Error> {
     let files: Vec<String> = entries.iter().map(|e| e.file.clone()).collect();
     let key = key(&[dockerfile.as_bytes(), files.join("\n").as_bytes()]);
     let reference = image.reference();
-    if let Some(existing) = ctx.engine.inspect_image(&reference).await.map_err(Error::user)? {
+    if let Some(existing) = ctx
+        .engine
+        .inspect_image(&reference)
+        .await
+        .map_err(Error::user)?
+    {
         if existing.labels.get(KEY_LABEL) == Some(&key) {
             return Ok(Built {
                 reference,
@@ -217,12 +329,19 @@ async fn docker_build(ctx: &Ctx<'_>, image: &Image, dir: &Path, dockerfile: &str
             };
             Error::msg(
                 format!("stage image failed for `{reference}`: {e}"),
-                format!("the Dockerfile comes from {template}; it is saved as {}", dir.join("scratch.Dockerfile").display()),
+                format!(
+                    "the Dockerfile comes from {template}; it is saved as {}",
+                    dir.join("scratch.Dockerfile").display()
+                ),
             )
         })?;
     if !tag {
         // Left untagged for the caller.
-    } else if let Err(e) = ctx.engine.tag(&id, image.name.as_str(), image.tag.as_str()).await {
+    } else if let Err(e) = ctx
+        .engine
+        .tag(&id, image.name.as_str(), image.tag.as_str())
+        .await
+    {
         let _ = ctx.engine.remove_image(&id).await;
         return Err(Error::user(e));
     }
@@ -232,7 +351,11 @@ async fn docker_build(ctx: &Ctx<'_>, image: &Image, dir: &Path, dockerfile: &str
         .await
         .map_err(Error::user)?
         .ok_or_else(|| Error::internal("inspecting the new image", "it vanished"))?;
-    stage.done(if tag { "tagged" } else { "loaded (not tagged yet)" });
+    stage.done(if tag {
+        "tagged"
+    } else {
+        "loaded (not tagged yet)"
+    });
     Ok(Built {
         reference,
         id,

@@ -51,5 +51,8 @@ pub fn key(parts: &[&[u8]]) -> String {
 /// The mtime of every entry of every layer: `SOURCE_DATE_EPOCH` when set,
 /// else 1 (what the Nix store itself uses).
 pub fn source_date_epoch() -> u64 {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()).unwrap_or(1)
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
 }

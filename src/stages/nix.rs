@@ -17,13 +17,20 @@ use crate::engine::RunSpec;
 use crate::error::Error;
 use crate::manifest::{Image, Nixpkgs};
 
-/// Folders never sent to the builder.
-const SKIP: &[&str] = &[".nixpack", ".git", "target", "node_modules"];
+/// Outputs and version-control folders, never sent to the builder.
+const SKIP: &[&str] = &[".nixpack", ".git", "target", "node_modules", "nixpack.lock"];
 
 /// Runs nix-build for `image` unless its key is unchanged; returns the
 /// closure and whether work was done.
-pub async fn run(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &Image, dir: &Path) -> Result<(Closure, bool), Error> {
-    let project = project_tar(&ctx.manifest.root).map_err(|e| Error::internal("packing the project for the builder", e))?;
+pub async fn run(
+    ctx: &Ctx<'_>,
+    builder: &BuilderImage,
+    volume: &str,
+    image: &Image,
+    dir: &Path,
+) -> Result<(Closure, bool), Error> {
+    let project = project_tar(&ctx.manifest.root)
+        .map_err(|e| Error::internal("packing the project for the builder", e))?;
     let env = environment(ctx, image);
     let env_bytes = env.join("\n");
     let key = key(&[builder.id.as_bytes(), &project, env_bytes.as_bytes()]);
@@ -38,7 +45,8 @@ pub async fn run(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &Im
     let stage = ctx.ui.stage(&name, "nix-build");
     std::fs::create_dir_all(dir).map_err(|e| Error::internal("creating the output folder", e))?;
     let log_path = dir.join("build.log");
-    let mut log = std::fs::File::create(&log_path).map_err(|e| Error::internal("creating build.log", e))?;
+    let mut log =
+        std::fs::File::create(&log_path).map_err(|e| Error::internal("creating build.log", e))?;
     let mut tail: Vec<String> = Vec::new();
     let spec = RunSpec {
         image: &builder.id,
@@ -47,11 +55,15 @@ pub async fn run(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &Im
         env,
         volumes: vec![(volume.to_owned(), "/nix".into())],
         uploads: vec![project],
-        labels: HashMap::from([("dev.nixpack.stage".to_owned(), "nix".to_owned()), ("dev.nixpack.image".to_owned(), name.clone())]),
+        labels: HashMap::from([
+            ("dev.nixpack.stage".to_owned(), "nix".to_owned()),
+            ("dev.nixpack.image".to_owned(), name.clone()),
+        ]),
     };
     let ui = ctx.ui.clone();
     let many = ctx.manifest.images.len() > 1;
-    let out = tempfile::tempdir_in(dir).map_err(|e| Error::internal("creating a download folder", e))?;
+    let out =
+        tempfile::tempdir_in(dir).map_err(|e| Error::internal("creating a download folder", e))?;
     let code = ctx
         .engine
         .run_to_completion(
@@ -75,24 +87,42 @@ pub async fn run(ctx: &Ctx<'_>, builder: &BuilderImage, volume: &str, image: &Im
         .map_err(Error::user)?;
     if code != 0 {
         return Err(Error::msg(
-            format!("nix-build failed for image `{name}` (exit {code}); the last lines of its log:\n{}", indent(&tail)),
-            format!("the whole log is in {}; no image was tagged", log_path.display()),
+            format!(
+                "nix-build failed for image `{name}` (exit {code}); the last lines of its log:\n{}",
+                indent(&tail)
+            ),
+            format!(
+                "the whole log is in {}; no image was tagged",
+                log_path.display()
+            ),
         ));
     }
     // Move the fresh outputs into place only after a successful build.
     for f in ["closure.json", "graph.dot", "graph.png", "graph.svg"] {
         let from = out.path().join(f);
         if from.exists() {
-            std::fs::rename(&from, dir.join(f)).map_err(|e| Error::internal(&format!("saving {f}"), e))?;
+            std::fs::rename(&from, dir.join(f))
+                .map_err(|e| Error::internal(&format!("saving {f}"), e))?;
         }
     }
     let closure = match crate::outputs::read_closure(dir) {
         Some(Ok(c)) => c,
         Some(Err(e)) => return Err(Error::internal("reading closure.json from the builder", e)),
-        None => return Err(Error::internal("reading closure.json from the builder", "the entrypoint wrote none")),
+        None => {
+            return Err(Error::internal(
+                "reading closure.json from the builder",
+                "the entrypoint wrote none",
+            ))
+        }
     };
-    crate::outputs::write_atomic(&key_file, key.as_bytes()).map_err(|e| Error::internal("writing nix.key", e))?;
-    stage.done(&format!("{} ({} store paths, {})", closure.result, closure.paths.len(), human_bytes(closure.nar_size())));
+    crate::outputs::write_atomic(&key_file, key.as_bytes())
+        .map_err(|e| Error::internal("writing nix.key", e))?;
+    stage.done(&format!(
+        "{} ({} store paths, {})",
+        closure.result,
+        closure.paths.len(),
+        human_bytes(closure.nar_size())
+    ));
     Ok((closure, true))
 }
 
@@ -117,7 +147,11 @@ fn environment(ctx: &Ctx<'_>, image: &Image) -> Vec<String> {
 }
 
 fn indent(lines: &[String]) -> String {
-    lines.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    lines
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `12.3 MiB`.
@@ -196,12 +230,14 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<(
         let name = entry.file_name();
         let child = rel.join(&name);
         let ft = entry.file_type()?;
-        if ft.is_dir() && rel.as_os_str().is_empty() && SKIP.iter().any(|s| name == *s) {
+        if rel.as_os_str().is_empty() && SKIP.iter().any(|s| name == *s) {
             continue;
         }
         // `result` links from a local nix-build point into a store the
         // builder does not share.
-        if ft.is_symlink() && std::fs::read_link(entry.path()).is_ok_and(|t| t.starts_with("/nix/store")) {
+        if ft.is_symlink()
+            && std::fs::read_link(entry.path()).is_ok_and(|t| t.starts_with("/nix/store"))
+        {
             continue;
         }
         out.push(child.clone());

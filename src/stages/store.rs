@@ -19,11 +19,20 @@ const RECIPE_LABEL: &str = "dev.nixpack.store.recipe";
 
 /// Ensures the store volume exists and matches the builder; returns its name.
 pub async fn ensure(ctx: &Ctx<'_>, builder: &BuilderImage) -> Result<String, Error> {
-    let name = ctx.manifest.builder.store_volume.clone().unwrap_or_else(|| format!("nixpack-store-{}", &builder.store_key[..16]));
+    let name = ctx
+        .manifest
+        .builder
+        .store_volume
+        .clone()
+        .unwrap_or_else(|| format!("nixpack-store-{}", &builder.store_key[..16]));
     match ctx.engine.volume_labels(&name).await.map_err(Error::user)? {
         Some(labels) if labels.get(RECIPE_LABEL) == Some(&builder.store_key) => return Ok(name),
         Some(labels) => {
-            let seeded = labels.get(RECIPE_LABEL).map_or("something that is not a nixpack builder".to_owned(), |k| format!("builder recipe {}", &k[..16.min(k.len())]));
+            let seeded = labels
+                .get(RECIPE_LABEL)
+                .map_or("something that is not a nixpack builder".to_owned(), |k| {
+                    format!("builder recipe {}", &k[..16.min(k.len())])
+                });
             return Err(Error::msg(
                 format!("the store volume `{name}` was seeded from {seeded}, not from this builder (recipe {})", &builder.store_key[..16]),
                 "a /nix volume must not be shared with a builder it does not match; remove `[builder] store-volume` to get one named after this builder, or remove the old volume",
@@ -36,7 +45,10 @@ pub async fn ensure(ctx: &Ctx<'_>, builder: &BuilderImage) -> Result<String, Err
         (RECIPE_LABEL.to_owned(), builder.store_key.clone()),
         ("dev.nixpack.store.base".to_owned(), builder.base_id.clone()),
     ]);
-    ctx.engine.create_volume(&name, labels).await.map_err(Error::user)?;
+    ctx.engine
+        .create_volume(&name, labels)
+        .await
+        .map_err(Error::user)?;
     // Seed it now, once, from the builder's /nix and open the store, so
     // parallel builds never race to initialise an empty volume.
     let spec = RunSpec {
@@ -49,7 +61,11 @@ pub async fn ensure(ctx: &Ctx<'_>, builder: &BuilderImage) -> Result<String, Err
         labels: HashMap::from([("dev.nixpack.stage".to_owned(), "store".to_owned())]),
     };
     let mut tail = Vec::new();
-    let code = ctx.engine.run_to_completion(&spec, |l| tail.push(l.to_owned()), None).await.map_err(Error::user)?;
+    let code = ctx
+        .engine
+        .run_to_completion(&spec, |l| tail.push(l.to_owned()), None)
+        .await
+        .map_err(Error::user)?;
     if code != 0 {
         return Err(Error::msg(
             format!("Nix does not run in the builder `{}` (exit {code}): {}", builder.reference, tail.join(" | ")),

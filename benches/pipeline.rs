@@ -1,0 +1,442 @@
+//! The pack + image benchmark (issue: layered, reproducible images).
+//!
+//! Builds a synthetic closure in the builder's store (default about 1 GiB,
+//! a few hundred paths: one big shared base, fan-in libraries, leaves),
+//! then measures, side by side in one run:
+//!
+//! - **floor**: the Engine importing the closure as one uncompressed tar
+//!   (`POST /images/create?fromSrc=-`, what `docker import` does);
+//! - **original recipe**: `tar cz` of the closure in the builder, copied
+//!   out, and a `FROM scratch` + `ADD closure.tar.gz /` Dockerfile build;
+//! - **nixpack cold** (store already built, no layer or image cached),
+//!   **no change**, **one leaf changed** and **the base changed**.
+//!
+//! Run: `cargo bench --bench pipeline` (`NIXPACK_BENCH_MIB=256` for a
+//! smaller closure). Needs the offline builder base (scripts/make-builder-base).
+//! Writes the table to stdout and to target/bench/pipeline.md.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use nixpack::closure::Closure;
+
+const IMAGE: &str = "nixpack-bench/synthetic";
+
+/// A deterministic pseudo-random generator (xorshift), so every run builds
+/// the same graph shape and sizes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+struct Node {
+    name: String,
+    bytes: u64,
+    deps: Vec<usize>,
+}
+
+/// base ← 220 libraries (each on the base and 0–3 lower libraries) ←
+/// 60 leaves (each on 2–5 libraries) ← the result (on every leaf).
+/// Sizes: the base 25% of the total, libraries 55%, leaves 20%, each share
+/// split unevenly (heavy tail), all random bytes (incompressible).
+fn graph(total: u64) -> Vec<Node> {
+    let mut rng = Rng(0x6e69_7870_6163_6b21);
+    let mut nodes = vec![Node {
+        name: "base".into(),
+        bytes: total / 4,
+        deps: vec![],
+    }];
+    let split = |rng: &mut Rng, share: u64, n: usize| -> Vec<u64> {
+        let weights: Vec<u64> = (0..n).map(|_| 1 + rng.below(100).pow(2)).collect();
+        let sum: u64 = weights.iter().sum();
+        weights
+            .iter()
+            .map(|w| (share * w / sum).max(4096))
+            .collect()
+    };
+    let lib_sizes = split(&mut rng, total * 55 / 100, 220);
+    for (i, bytes) in lib_sizes.into_iter().enumerate() {
+        let mut deps = vec![0];
+        for _ in 0..rng.below(4) {
+            if i > 0 {
+                deps.push(1 + rng.below(i as u64) as usize);
+            }
+        }
+        nodes.push(Node {
+            name: format!("lib{i:03}"),
+            bytes,
+            deps,
+        });
+    }
+    let leaf_sizes = split(&mut rng, total / 5, 60);
+    for (i, bytes) in leaf_sizes.into_iter().enumerate() {
+        let deps = (0..2 + rng.below(4))
+            .map(|_| 1 + rng.below(220) as usize)
+            .collect();
+        nodes.push(Node {
+            name: format!("leaf{i:02}"),
+            bytes,
+            deps,
+        });
+    }
+    let leaves = (221..nodes.len()).collect();
+    nodes.push(Node {
+        name: "result".into(),
+        bytes: 4096,
+        deps: leaves,
+    });
+    nodes
+}
+
+/// The Nix expression for the graph; `seeds` changes chosen nodes.
+fn expression(nodes: &[Node], seeds: &[(&str, u32)]) -> String {
+    let mut s = String::from("let\n  mk = name: size: seed: deps: builtins.derivation {\n    inherit name seed;\n    system = builtins.currentSystem;\n    builder = \"/bin/sh\";\n    args = [ \"-c\" \"/bin/mkdir -p $out && /bin/head -c ${toString size} /dev/urandom > $out/data && echo ${toString deps} > $out/refs\" ];\n  };\n");
+    for n in nodes {
+        let seed = seeds
+            .iter()
+            .find(|(name, _)| *name == n.name)
+            .map_or(0, |(_, s)| *s);
+        let deps: Vec<&str> = n.deps.iter().map(|d| nodes[*d].name.as_str()).collect();
+        let _ = writeln!(
+            s,
+            "  {} = mk \"{}\" {} \"{seed}\" [ {} ];",
+            n.name,
+            n.name,
+            n.bytes,
+            deps.join(" ")
+        );
+    }
+    s.push_str("in result\n");
+    s
+}
+
+fn nixpack(dir: &Path) -> Duration {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_nixpack"))
+        .args(["build"])
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("nixpack runs");
+    assert!(
+        out.status.success(),
+        "nixpack build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if std::env::var_os("NIXPACK_BENCH_VERBOSE").is_some() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        for line in err.lines().filter(|l| l.contains('(') && l.contains("s)")) {
+            eprintln!("    {line}");
+        }
+    }
+    t.elapsed()
+}
+
+fn report_seconds(dir: &Path, stage: &str) -> f64 {
+    let text =
+        std::fs::read_to_string(dir.join(".nixpack/nixpack-bench_synthetic/report.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["seconds"][stage].as_f64().unwrap()
+}
+
+fn closure(dir: &Path) -> Closure {
+    Closure::from_json(
+        &std::fs::read_to_string(dir.join(".nixpack/nixpack-bench_synthetic/closure.json"))
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn layer_files(dir: &Path) -> BTreeSet<(String, u64)> {
+    std::fs::read_dir(dir.join(".nixpack/nixpack-bench_synthetic/layers"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().unwrap().len(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn remove_image(docker: &bollard::Docker, reference: &str) {
+    let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    let _ = docker.remove_image(reference, Some(opts), None).await;
+}
+
+/// One uncompressed tar of the whole closure, made from nixpack's layer
+/// tarballs (untimed preparation for the floor).
+fn whole_closure_tar(dir: &Path, to: &Path) {
+    let layers = dir.join(".nixpack/nixpack-bench_synthetic/layers");
+    let mut out = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(to).unwrap()));
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&layers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tar"))
+        .collect();
+    names.sort();
+    for p in names {
+        let mut a = tar::Archive::new(std::fs::File::open(&p).unwrap());
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut h = e.header().clone();
+            let path = e.path().unwrap().into_owned();
+            if h.entry_type().is_dir()
+                && (path == Path::new("nix") || path == Path::new("nix/store"))
+            {
+                continue;
+            }
+            if let Some(link) = e.link_name().unwrap().map(|l| l.into_owned()) {
+                out.append_link(&mut h, &path, link).unwrap();
+            } else {
+                out.append_data(&mut h, &path, &mut e).unwrap();
+            }
+        }
+    }
+    out.into_inner().unwrap();
+}
+
+async fn floor(docker: &bollard::Docker, tarball: &Path) -> Duration {
+    remove_image(docker, "nixpack-bench/floor:latest").await;
+    let t = Instant::now();
+    let file = tokio::fs::File::open(tarball).await.unwrap();
+    let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+    let opts = bollard::query_parameters::CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo("nixpack-bench/floor")
+        .tag("latest")
+        .build();
+    let mut s = docker.create_image(Some(opts), Some(bollard::body_try_stream(body)), None);
+    while let Some(r) = s.next().await {
+        r.expect("import succeeds");
+    }
+    let elapsed = t.elapsed();
+    remove_image(docker, "nixpack-bench/floor:latest").await;
+    elapsed
+}
+
+/// The 2015 recipe: `tar cz` of tmp + the closure in the builder, copied
+/// out, `FROM scratch` / `ADD closure.tar.gz /`.
+async fn original_recipe(
+    engine: &nixpack::engine::Engine,
+    builder: &str,
+    volume: &str,
+    closure: &Closure,
+    work: &Path,
+) -> Duration {
+    let t = Instant::now();
+    let paths: Vec<String> = closure
+        .paths
+        .keys()
+        .map(|p| p.as_str().trim_start_matches('/').to_owned())
+        .collect();
+    let script = format!("mkdir -p /out /conv/tmp && chmod 1777 /conv/tmp && cd / && tar czf /out/closure.tar.gz {} -C /conv tmp", paths.join(" "));
+    let spec = nixpack::engine::RunSpec {
+        image: builder,
+        cmd: vec!["-c".into(), script],
+        entrypoint: Some(vec!["/bin/sh".into()]),
+        env: vec![],
+        volumes: vec![(volume.to_owned(), "/nix".into())],
+        uploads: vec![],
+        labels: Default::default(),
+    };
+    let out = work.join("original");
+    let mut log = Vec::new();
+    let code = engine
+        .run_to_completion(&spec, |l| log.push(l.to_owned()), Some(("/out", &out)))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{}", log.join("\n"));
+    let gz = out.join("closure.tar.gz");
+    let id = engine
+        .build(
+            "the original recipe's image",
+            Default::default(),
+            move |tar| {
+                nixpack::stages::builder::append_bytes(
+                    tar,
+                    "Dockerfile",
+                    b"FROM scratch\nADD closure.tar.gz /\n",
+                    0o644,
+                )?;
+                tar.append_file("closure.tar.gz", &mut std::fs::File::open(&gz)?)
+            },
+            |_| {},
+        )
+        .await
+        .unwrap();
+    let elapsed = t.elapsed();
+    let _ = engine.remove_image(&id).await;
+    elapsed
+}
+
+fn main() {
+    let mib: u64 = std::env::var("NIXPACK_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
+    let nodes = graph(mib << 20);
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("project");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("nixpack.toml"), format!("[project]\nname = \"bench\"\n[builder]\nfrom = \"nixpack-base:bookworm\"\n[[image]]\nname = \"{IMAGE}\"\nexpression = \"default.nix\"\n")).unwrap();
+    std::fs::write(dir.join("default.nix"), expression(&nodes, &[])).unwrap();
+    eprintln!(
+        "bench: building the synthetic closure ({mib} MiB, {} paths) in the store…",
+        nodes.len()
+    );
+    nixpack(&dir);
+    let base_closure = closure(&dir);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let engine = rt.block_on(nixpack::engine::Engine::connect()).unwrap();
+    let docker = engine.docker().clone();
+    let layer_dir = dir.join(".nixpack/nixpack-bench_synthetic/layers");
+    let mut rows: Vec<(String, f64, String)> = Vec::new();
+
+    eprintln!("bench: floor");
+    let tarball = work.path().join("closure.tar");
+    whole_closure_tar(&dir, &tarball);
+    let floor = rt.block_on(floor(&docker, &tarball)).as_secs_f64();
+    let _ = std::fs::remove_file(&tarball);
+    rows.push((
+        "floor: engine imports one uncompressed tar".into(),
+        floor,
+        String::new(),
+    ));
+
+    eprintln!("bench: original recipe");
+    let builder = rt
+        .block_on(docker.list_images(None::<bollard::query_parameters::ListImagesOptions>))
+        .unwrap()
+        .into_iter()
+        .find(|i| {
+            i.repo_tags
+                .iter()
+                .any(|t| t.starts_with("nixpack-builder:"))
+        })
+        .expect("a builder image")
+        .id;
+    let volume = rt
+        .block_on(docker.list_volumes(None::<bollard::query_parameters::ListVolumesOptions>))
+        .unwrap()
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name.starts_with("nixpack-store-"))
+        .expect("a store volume")
+        .name;
+    let original = rt
+        .block_on(original_recipe(
+            &engine,
+            &builder,
+            &volume,
+            &base_closure,
+            work.path(),
+        ))
+        .as_secs_f64();
+    rows.push((
+        "original recipe: tar cz + ADD".into(),
+        original,
+        String::new(),
+    ));
+
+    eprintln!("bench: nixpack cold");
+    rt.block_on(remove_image(&docker, &format!("{IMAGE}:latest")));
+    let _ = std::fs::remove_dir_all(&layer_dir);
+    let cold = nixpack(&dir).as_secs_f64();
+    let pack = report_seconds(&dir, "layers") + report_seconds(&dir, "image");
+    rows.push((
+        "nixpack cold (store built; no layers, no image)".into(),
+        cold,
+        format!(
+            "layers {:.1}s + image {:.1}s",
+            report_seconds(&dir, "layers"),
+            report_seconds(&dir, "image")
+        ),
+    ));
+
+    eprintln!("bench: nixpack, nothing changed");
+    let same = nixpack(&dir).as_secs_f64();
+    rows.push(("nixpack, nothing changed".into(), same, String::new()));
+
+    let mut changed = |what: &str, seeds: &[(&str, u32)]| {
+        eprintln!("bench: nixpack, {what} changed");
+        let before_files = layer_files(&dir);
+        let before = closure(&dir);
+        std::fs::write(dir.join("default.nix"), expression(&nodes, seeds)).unwrap();
+        let total = nixpack(&dir).as_secs_f64();
+        let after = closure(&dir);
+        let changed_bytes: u64 = after
+            .paths
+            .values()
+            .filter(|p| !before.paths.contains_key(&p.path))
+            .map(|p| p.nar_size)
+            .sum();
+        let recreated: u64 = layer_files(&dir)
+            .difference(&before_files)
+            .map(|(_, len)| len)
+            .sum();
+        let ratio = recreated as f64 / changed_bytes as f64;
+        let nix = report_seconds(&dir, "nix");
+        rows.push((
+            format!("nixpack, {what} changed"),
+            total,
+            format!("nix-build {nix:.1}s; layers re-created {} MiB / store paths changed {} MiB = {ratio:.2}", recreated >> 20, changed_bytes >> 20),
+        ));
+        ratio
+    };
+    // The median-sized leaf: neither the easiest nor the hardest case.
+    let mut leaves: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| n.name.starts_with("leaf"))
+        .collect();
+    leaves.sort_by_key(|n| n.bytes);
+    let leaf = leaves[leaves.len() / 2].name.clone();
+    let leaf_ratio = changed(&format!("one leaf ({leaf})"), &[(leaf.as_str(), 1)]);
+    changed("the base", &[(leaf.as_str(), 1), ("base", 1)]);
+
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Closure: {mib} MiB in {} store paths (random bytes). Machine: {} cores.\n",
+        base_closure.paths.len(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let _ = writeln!(
+        md,
+        "| run | wall time | × floor | notes |\n|---|---:|---:|---|"
+    );
+    for (name, secs, note) in &rows {
+        let _ = writeln!(
+            md,
+            "| {name} | {secs:.1} s | {:.2} | {note} |",
+            secs / floor
+        );
+    }
+    let _ = writeln!(md, "\nnixpack cold pack+image (layers + image stages) = {pack:.1} s = {:.2} × floor; original recipe / nixpack cold = {:.1}×; leaf change ratio = {leaf_ratio:.2}; no-change rebuild = {same:.2} s.", pack / floor, original / cold);
+    print!("{md}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("pipeline.md"), &md).unwrap();
+    rt.block_on(remove_image(&docker, &format!("{IMAGE}:latest")));
+}
