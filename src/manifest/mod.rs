@@ -25,7 +25,7 @@ use crate::reference::{ImageName, ImageRef, Tag};
 pub const DEFAULT_BUILDER_FROM: &str = "nixos/nix:2.28.3";
 
 /// Layers per image when `layers` is not set.
-pub const DEFAULT_LAYERS: u16 = 40;
+pub const DEFAULT_LAYERS: u16 = 100;
 
 /// The most layers an image may ask for: Docker's overlay driver refuses
 /// images past 127 layers, and a base image may add its own later.
