@@ -142,6 +142,9 @@ pub struct RunSpec<'a> {
     pub uploads: Vec<Vec<u8>>,
     /// Labels for the container (so a stray one can be found).
     pub labels: HashMap<String, String>,
+    /// Stdout is data, not a log: no log driver keeps a copy of it, and it
+    /// is read through an attached stream (see [`Engine::run_attached`]).
+    pub raw_stdout: bool,
 }
 
 impl Engine {
@@ -437,6 +440,12 @@ impl Engine {
                 .then(|| ports.iter().map(|(p, _)| p.clone()).collect()),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
+                log_config: spec
+                    .raw_stdout
+                    .then(|| bollard::models::HostConfigLogConfig {
+                        typ: Some("none".into()),
+                        config: None,
+                    }),
                 port_bindings: (!ports.is_empty()).then_some(port_bindings),
                 ..Default::default()
             }),
@@ -550,6 +559,70 @@ impl Engine {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(api("removing a container")(e)),
         }
+    }
+
+    /// Runs a container to completion with its stdout as a byte stream:
+    /// attach before starting, hand stdout chunks to `on_stdout` as they
+    /// come and stderr lines to `on_stderr`, wait, and always remove it.
+    pub async fn run_attached(
+        &self,
+        spec: &RunSpec<'_>,
+        mut on_stdout: impl FnMut(Bytes) -> std::io::Result<()>,
+        mut on_stderr: impl FnMut(&str),
+    ) -> Result<i64, EngineError> {
+        let id = self.create_container(spec, &[]).await?;
+        let result = async {
+            let opts = bollard::query_parameters::AttachContainerOptionsBuilder::default()
+                .stream(true)
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let mut attached = self
+                .docker
+                .attach_container(&id, Some(opts))
+                .await
+                .map_err(api("attaching to a container"))?;
+            self.docker
+                .start_container(&id, None)
+                .await
+                .map_err(api("starting a container"))?;
+            let mut pending = String::new();
+            while let Some(item) = attached.output.next().await {
+                match item.map_err(api("reading a container's output"))? {
+                    bollard::container::LogOutput::StdOut { message } => on_stdout(message)
+                        .map_err(|e| EngineError::Api {
+                            action: "storing a container's output".into(),
+                            reason: e.to_string(),
+                        })?,
+                    other => {
+                        pending.push_str(&String::from_utf8_lossy(&other.into_bytes()));
+                        while let Some(i) = pending.find('\n') {
+                            let line: String = pending.drain(..=i).collect();
+                            on_stderr(line.trim_end());
+                        }
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                on_stderr(&pending);
+            }
+            let opts = WaitContainerOptionsBuilder::default()
+                .condition("not-running")
+                .build();
+            match self.docker.wait_container(&id, Some(opts)).next().await {
+                Some(Ok(r)) => Ok(r.status_code),
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    Ok(code)
+                }
+                Some(Err(e)) => Err(api("waiting for a container")(e)),
+                None => Ok(0),
+            }
+        }
+        .await;
+        let removed = self.remove_container(&id).await;
+        let code = result?;
+        removed?;
+        Ok(code)
     }
 
     /// Runs a container to completion: create, upload, start, stream

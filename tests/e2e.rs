@@ -518,3 +518,379 @@ fn an_unreachable_engine_is_one_clear_error() {
         "the help says what to set:\n{err}"
     );
 }
+
+/// A store path with what tarballs get wrong: hard links, a symlink to a
+/// directory, a non-UTF-8 name, a name past 100 bytes, executables and a
+/// setuid request (Nix's seccomp filter refuses setuid and setgid bits in
+/// builds, so the file ends up 0555; the image must show exactly what the
+/// store holds).
+const TRICKY: &str = r#"builtins.derivation {
+  name = "tricky";
+  system = builtins.currentSystem;
+  builder = "/bin/sh";
+  args = [ "-c" ''
+    set -e
+    PATH=/usr/bin:/bin
+    mkdir -p $out/sub/deeper $out/bin
+    echo hello > $out/sub/file
+    ln $out/sub/file $out/hardlink
+    ln -s sub $out/link-to-dir
+    ln -s ../sub/file $out/bin/relative-link
+    printf 'latin1\n' > "$out/caf$(printf '\351')"
+    echo long > "$out/sub/deeper/$(printf 'n%.0s' $(seq 1 150))"
+    printf '#!/bin/sh\necho hi\n' > $out/bin/tool
+    chmod 755 $out/bin/tool
+    echo s > $out/bin/suid
+    chmod 4755 $out/bin/suid 2>/dev/null || chmod 755 $out/bin/suid
+  '' ];
+}
+"#;
+
+/// path → (kind, mode, link target, content sha256), hard links resolved
+/// to their target's content.
+type Listing = BTreeMap<Vec<u8>, (String, u32, Option<Vec<u8>>, String)>;
+
+fn listing(tar_bytes: &[u8], prefix: &[u8]) -> Listing {
+    use sha2::Digest;
+    let mut out = Listing::new();
+    let mut contents: HashMap<Vec<u8>, String> = HashMap::new();
+    let mut a = tar::Archive::new(tar_bytes);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path_bytes().into_owned();
+        let path: Vec<u8> = path.strip_suffix(b"/").map(<[u8]>::to_vec).unwrap_or(path);
+        if !path.starts_with(prefix) {
+            continue;
+        }
+        let h = e.header().clone();
+        let mode = h.mode().unwrap() & 0o7777;
+        let link = e.link_name_bytes().map(|l| l.into_owned());
+        let (kind, sha) = match h.entry_type() {
+            tar::EntryType::Directory => ("dir".to_owned(), String::new()),
+            tar::EntryType::Symlink => ("symlink".to_owned(), String::new()),
+            tar::EntryType::Link => {
+                let target = link.clone().unwrap();
+                ("file".to_owned(), contents[&target].clone())
+            }
+            _ => {
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (
+                    "file".to_owned(),
+                    format!("{:x}", sha2::Sha256::digest(&data)),
+                )
+            }
+        };
+        contents.insert(path.clone(), sha.clone());
+        let link = if kind == "symlink" { link } else { None };
+        out.insert(path, (kind, mode, link, sha));
+    }
+    out
+}
+
+fn save(reference: &str) -> Vec<u8> {
+    let d = docker();
+    rt().block_on(async {
+        let mut s = d.export_image(reference);
+        let mut out = Vec::new();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    })
+}
+
+/// Every layer of a saved image, in order, as raw tar bytes.
+fn saved_layers(saved: &[u8]) -> Vec<Vec<u8>> {
+    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut archive = tar::Archive::new(saved);
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(path, data);
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    manifest[0]["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| files[l.as_str().unwrap()].clone())
+        .collect()
+}
+
+fn layer_digests(dir: &Path) -> BTreeMap<String, String> {
+    use sha2::Digest;
+    std::fs::read_dir(dir.join("layers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                format!(
+                    "{:x}",
+                    sha2::Sha256::digest(std::fs::read(e.path()).unwrap())
+                ),
+            )
+        })
+        .collect()
+}
+
+fn tricky_project(name: &str, volume: &str) -> tempfile::TempDir {
+    project(
+        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\nstore-volume = \"{volume}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"),
+        &[("default.nix", TRICKY)],
+    )
+}
+
+struct VolumeGuard(Vec<String>);
+
+impl Drop for VolumeGuard {
+    fn drop(&mut self) {
+        let d = docker();
+        for v in &self.0 {
+            let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default()
+                .force(true)
+                .build();
+            let _ = rt().block_on(d.remove_volume(v, Some(opts)));
+        }
+    }
+}
+
+#[test]
+fn layers_are_byte_identical_across_two_fresh_stores_and_match_the_store() {
+    require_base();
+    let tag = unique("tricky")
+        .replace('/', "-")
+        .replace("nixpack-e2e-", "");
+    let volumes = [
+        format!("nixpack-e2e-store-a-{tag}"),
+        format!("nixpack-e2e-store-b-{tag}"),
+    ];
+    let _volumes = VolumeGuard(volumes.to_vec());
+    let names = [unique("tricky-a"), unique("tricky-b")];
+    let _images = ImageGuard(names.iter().map(|n| format!("{n}:latest")).collect());
+    let dirs: Vec<_> = names
+        .iter()
+        .zip(&volumes)
+        .map(|(n, v)| tricky_project(n, v))
+        .collect();
+    for d in &dirs {
+        let out = nixpack(d.path(), &["build"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out_dir = |i: usize| {
+        dirs[i]
+            .path()
+            .join(".nixpack")
+            .join(names[i].replace('/', "_"))
+    };
+
+    // Same layer files, same bytes; same DiffIDs and image ids.
+    assert_eq!(layer_digests(&out_dir(0)), layer_digests(&out_dir(1)));
+    let report = |i: usize| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out_dir(i).join("report.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(report(0)["diff_ids"], report(1)["diff_ids"]);
+    let ids: Vec<String> = names
+        .iter()
+        .map(|n| {
+            rt().block_on(docker().inspect_image(&format!("{n}:latest")))
+                .unwrap()
+                .id
+                .unwrap()
+        })
+        .collect();
+    assert_ne!(
+        ids[0], ids[1],
+        "the two images differ only in their labels (title)"
+    );
+
+    // The image holds exactly what the store holds.
+    let closure =
+        Closure::from_json(&std::fs::read_to_string(out_dir(0).join("closure.json")).unwrap())
+            .unwrap();
+    let result = closure.result.as_str().to_owned();
+    let mut image = Listing::new();
+    for layer in saved_layers(&save(&format!("{}:latest", names[0]))) {
+        image.extend(listing(&layer, result.trim_start_matches('/').as_bytes()));
+    }
+    // The store side, through the Engine's archive API from a container on volume A.
+    let d = docker();
+    let store: Listing = rt().block_on(async {
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(BASE.into()),
+            cmd: Some(vec!["true".into()]),
+            host_config: Some(bollard::models::HostConfig {
+                binds: Some(vec![format!("{}:/nix", volumes[0])]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = d
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .unwrap()
+            .id;
+        let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+            .path(&result)
+            .build();
+        let mut s = d.download_from_container(&id, Some(opts));
+        let mut bytes = Vec::new();
+        while let Some(c) = s.next().await {
+            bytes.extend_from_slice(&c.unwrap());
+        }
+        let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .build();
+        d.remove_container(&id, Some(rm)).await.unwrap();
+        // The archive API names entries after the folder's base name.
+        let base = result.rsplit('/').next().unwrap();
+        listing(&bytes, base.as_bytes())
+            .into_iter()
+            .map(|(k, v)| ([b"nix/store/".as_slice(), &k].concat(), v))
+            .collect()
+    });
+    assert!(
+        store.len() > 10,
+        "the store listing has the tricky entries: {store:?}"
+    );
+    assert_eq!(image, store, "image content equals the store path");
+    let show = |k: &str| {
+        image
+            .iter()
+            .find(|(p, _)| p.ends_with(k.as_bytes()))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
+    assert_eq!(show("/link-to-dir").0, "symlink");
+    assert_eq!(
+        show("/hardlink").3,
+        show("/sub/file").3,
+        "hard link keeps its content"
+    );
+    assert!(
+        image.keys().any(|k| k.ends_with(b"/caf\xe9")),
+        "non-UTF-8 name kept"
+    );
+    assert!(image.keys().any(|k| k.len() > 150), "long name kept");
+    assert_eq!(
+        show("/bin/tool").1,
+        0o555,
+        "read-only executable store mode"
+    );
+    assert_eq!(show("/sub/file").1, 0o444, "read-only store mode");
+    assert_eq!(
+        show("/bin/suid").1,
+        0o555,
+        "the store refused setuid; the image shows the store's mode"
+    );
+}
+
+#[test]
+fn rebuilding_from_scratch_gives_identical_diff_ids_and_image_id() {
+    require_base();
+    let name = unique("repro");
+    let dir = project(
+        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\nlayers = 2\n"),
+        &[("default.nix", &tiny_expression(&name))],
+    );
+    let _guard = ImageGuard(vec![format!("{name}:latest")]);
+    let out = nixpack(dir.path(), &["build"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = rt()
+        .block_on(docker().inspect_image(&format!("{name}:latest")))
+        .unwrap();
+    // Forget everything nixpack made: outputs, layer tarballs, the image.
+    std::fs::remove_dir_all(dir.path().join(".nixpack")).unwrap();
+    let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    rt().block_on(docker().remove_image(&format!("{name}:latest"), Some(opts), None))
+        .unwrap();
+    let out = nixpack(dir.path(), &["build"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let second = rt()
+        .block_on(docker().inspect_image(&format!("{name}:latest")))
+        .unwrap();
+    assert_eq!(
+        first.root_fs.unwrap().layers,
+        second.root_fs.unwrap().layers,
+        "same DiffIDs"
+    );
+    assert_eq!(first.id, second.id, "same image id");
+}
+
+#[test]
+fn locked_fails_on_a_changed_expression_and_tags_nothing() {
+    require_base();
+    let name = unique("locked");
+    let dir = project(
+        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"),
+        &[("default.nix", &tiny_expression(&name))],
+    );
+    let _guard = ImageGuard(vec![format!("{name}:latest")]);
+    let out = nixpack(dir.path(), &["build"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lock = std::fs::read_to_string(dir.path().join("nixpack.lock")).unwrap();
+    assert!(lock.contains(&format!("name = \"{name}\"")), "{lock}");
+    let out = nixpack(dir.path(), &["build", "--locked"]);
+    assert!(
+        out.status.success(),
+        "an unchanged build passes --locked: {}",
+        text(&out.stderr)
+    );
+    let tagged = rt()
+        .block_on(docker().inspect_image(&format!("{name}:latest")))
+        .unwrap()
+        .id;
+
+    std::fs::write(
+        dir.path().join("default.nix"),
+        tiny_expression(&format!("{name}-changed")),
+    )
+    .unwrap();
+    let out = nixpack(dir.path(), &["build", "--locked"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("would change nixpack.lock"), "{err}");
+    assert!(
+        err.contains("- result = ") && err.contains("+ result = "),
+        "a readable diff:\n{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("nixpack.lock")).unwrap(),
+        lock,
+        "the lock is untouched"
+    );
+    assert_eq!(
+        rt().block_on(docker().inspect_image(&format!("{name}:latest")))
+            .unwrap()
+            .id,
+        tagged,
+        "the tag did not move"
+    );
+}
+
+#[test]
+fn a_builder_base_that_cannot_be_pulled_says_how_to_fix_it() {
+    let dir = project(
+        "[project]\nname = \"t\"\n[builder]\nfrom = \"nixpack-e2e/no-such-base:1\"\n[[image]]\nname = \"x\"\nexpression = \"default.nix\"\n",
+        &[("default.nix", "1")],
+    );
+    let out = nixpack(dir.path(), &["build"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nixpack-e2e/no-such-base:1"), "{err}");
+    assert!(err.contains("could not be pulled"), "{err}");
+    assert!(
+        err.contains("make-builder-base"),
+        "the help names the offline way:\n{err}"
+    );
+}

@@ -51,6 +51,7 @@ pub fn run(manifest: Manifest, args: &RunArgs, ui: Ui) -> Result<(), Error> {
             volumes: vec![],
             uploads: vec![],
             labels: HashMap::from([("dev.nixpack.run".to_owned(), reference.clone())]),
+            raw_stdout: false,
         };
         let id = engine
             .create_container(&spec, &ports)

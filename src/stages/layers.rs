@@ -88,7 +88,6 @@ pub async fn run(
             cmd: vec!["layers".into()],
             entrypoint: None,
             env: vec![
-                "NIXPACK_OUT=/nixpack/out".into(),
                 "NIXPACK_LAYERS=/nixpack/plan/layers.tsv".into(),
                 format!("SOURCE_DATE_EPOCH={epoch}"),
             ],
@@ -98,17 +97,20 @@ pub async fn run(
                 ("dev.nixpack.stage".to_owned(), "layers".to_owned()),
                 ("dev.nixpack.image".to_owned(), image.name.to_string()),
             ]),
+            raw_stdout: true,
         };
         let mut tail = Vec::new();
+        let expected: BTreeSet<String> = missing.iter().map(|l| l.file_name()).collect();
+        let mut receiver = Receiver::new(&layers_dir, expected);
         let code = ctx
             .engine
-            .run_to_completion(
+            .run_attached(
                 &spec,
+                |chunk| receiver.feed(&chunk),
                 |l| {
                     stage.message(l);
                     tail.push(l.to_owned());
                 },
-                Some(("/nixpack/out/layers", &layers_dir)),
             )
             .await
             .map_err(Error::user)?;
@@ -121,15 +123,9 @@ pub async fn run(
                 "the builder needs GNU tar; check the entrypoint template if you override it",
             ));
         }
-        if let Some(l) = missing
-            .iter()
-            .find(|l| !layers_dir.join(l.file_name()).is_file())
-        {
-            return Err(Error::internal(
-                "writing layers",
-                format!("the builder wrote no {}", l.file_name()),
-            ));
-        }
+        receiver
+            .finish()
+            .map_err(|e| Error::internal("receiving layers from the builder", e))?;
         stage.done("written");
     }
 
@@ -166,4 +162,185 @@ pub async fn run(
         plan,
         conventions,
     })
+}
+
+/// Reads the builder's framed layer stream — lines `NIXPACK-LAYER <file>
+/// <bytes>`, each followed by exactly that many bytes of tar — into
+/// `<file>` in the layers folder, hashing each on the way (its DiffID goes
+/// to `<file>.diffid`). A file appears under its name only when complete.
+pub struct Receiver {
+    dir: std::path::PathBuf,
+    expected: BTreeSet<String>,
+    header: Vec<u8>,
+    current: Option<Incoming>,
+    done: Vec<String>,
+}
+
+struct Incoming {
+    name: String,
+    remaining: u64,
+    file: std::io::BufWriter<tempfile::NamedTempFile>,
+    hash: sha2::Sha256,
+}
+
+impl Receiver {
+    /// Expects exactly the layer files in `expected`.
+    pub fn new(dir: &Path, expected: BTreeSet<String>) -> Self {
+        Receiver {
+            dir: dir.to_owned(),
+            expected,
+            header: Vec::new(),
+            current: None,
+            done: Vec::new(),
+        }
+    }
+
+    /// Takes the next chunk of the stream.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> std::io::Result<()> {
+        use sha2::Digest;
+        use std::io::Write;
+        while !chunk.is_empty() {
+            match &mut self.current {
+                Some(inc) => {
+                    let take = (inc.remaining.min(chunk.len() as u64)) as usize;
+                    inc.file.write_all(&chunk[..take])?;
+                    inc.hash.update(&chunk[..take]);
+                    inc.remaining -= take as u64;
+                    chunk = &chunk[take..];
+                    if inc.remaining == 0 {
+                        let inc = self.current.take().expect("present");
+                        self.complete(inc)?;
+                    }
+                }
+                None => {
+                    let Some(nl) = chunk.iter().position(|b| *b == b'\n') else {
+                        self.header.extend_from_slice(chunk);
+                        if self.header.len() > 512 {
+                            return Err(std::io::Error::other(
+                                "the builder's layer stream lost its framing",
+                            ));
+                        }
+                        return Ok(());
+                    };
+                    self.header.extend_from_slice(&chunk[..nl]);
+                    chunk = &chunk[nl + 1..];
+                    let line =
+                        String::from_utf8_lossy(&std::mem::take(&mut self.header)).into_owned();
+                    let mut words = line.split(' ');
+                    let (Some("NIXPACK-LAYER"), Some(name), Some(size), None) =
+                        (words.next(), words.next(), words.next(), words.next())
+                    else {
+                        return Err(std::io::Error::other(format!(
+                            "unexpected output from the builder: {line:?}"
+                        )));
+                    };
+                    if !self.expected.contains(name) {
+                        return Err(std::io::Error::other(format!(
+                            "the builder sent a layer nobody asked for: {name}"
+                        )));
+                    }
+                    let remaining: u64 = size.parse().map_err(|_| {
+                        std::io::Error::other(format!("bad layer size in {line:?}"))
+                    })?;
+                    let inc = Incoming {
+                        name: name.to_owned(),
+                        remaining,
+                        file: std::io::BufWriter::with_capacity(
+                            1 << 20,
+                            tempfile::NamedTempFile::new_in(&self.dir)?,
+                        ),
+                        hash: sha2::Sha256::new(),
+                    };
+                    if remaining == 0 {
+                        self.complete(inc)?;
+                    } else {
+                        self.current = Some(inc);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self, inc: Incoming) -> std::io::Result<()> {
+        use sha2::Digest;
+        let diff_id = format!("sha256:{}", crate::closure::hex(&inc.hash.finalize()));
+        let tmp = inc.file.into_inner().map_err(|e| e.into_error())?;
+        let target = self.dir.join(&inc.name);
+        crate::outputs::write_atomic(
+            &self.dir.join(format!("{}.diffid", inc.name)),
+            diff_id.as_bytes(),
+        )?;
+        tmp.persist(&target).map_err(|e| e.error)?;
+        // persist keeps the temporary file's private mode; layers are ordinary files.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644))?;
+        self.done.push(inc.name);
+        Ok(())
+    }
+
+    /// Checks that the stream ended between layers and that every expected
+    /// layer arrived.
+    pub fn finish(self) -> std::io::Result<Vec<String>> {
+        if let Some(inc) = &self.current {
+            return Err(std::io::Error::other(format!(
+                "the builder's stream ended {} bytes short of {}",
+                inc.remaining, inc.name
+            )));
+        }
+        let got: BTreeSet<&String> = self.done.iter().collect();
+        if let Some(missing) = self.expected.iter().find(|e| !got.contains(e)) {
+            return Err(std::io::Error::other(format!(
+                "the builder sent no {missing}"
+            )));
+        }
+        Ok(self.done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receives_framed_layers_split_anywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stream = Vec::new();
+        stream.extend_from_slice(
+            b"NIXPACK-LAYER a.tar 5\nhelloNIXPACK-LAYER b.tar 0\nNIXPACK-LAYER c.tar 3\nxyz",
+        );
+        for split in [1, 2, 7, 1000] {
+            let _ = std::fs::remove_dir_all(dir.path());
+            std::fs::create_dir_all(dir.path()).unwrap();
+            let expected = ["a.tar", "b.tar", "c.tar"]
+                .map(String::from)
+                .into_iter()
+                .collect();
+            let mut r = Receiver::new(dir.path(), expected);
+            for chunk in stream.chunks(split) {
+                r.feed(chunk).unwrap();
+            }
+            assert_eq!(r.finish().unwrap(), vec!["a.tar", "b.tar", "c.tar"]);
+            assert_eq!(std::fs::read(dir.path().join("a.tar")).unwrap(), b"hello");
+            assert_eq!(std::fs::read(dir.path().join("c.tar")).unwrap(), b"xyz");
+            let id = std::fs::read_to_string(dir.path().join("a.tar.diffid")).unwrap();
+            assert_eq!(id, crate::archive::diff_id(&b"hello"[..]).unwrap().0);
+        }
+    }
+
+    #[test]
+    fn a_short_stream_is_an_error_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Receiver::new(dir.path(), ["a.tar".to_owned()].into_iter().collect());
+        r.feed(b"NIXPACK-LAYER a.tar 10\nhalf").unwrap();
+        assert!(r.finish().unwrap_err().to_string().contains("short"));
+        assert!(!dir.path().join("a.tar").exists());
+    }
+
+    #[test]
+    fn unexpected_output_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Receiver::new(dir.path(), BTreeSet::new());
+        assert!(r.feed(b"hello\n").is_err());
+    }
 }

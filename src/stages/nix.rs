@@ -59,6 +59,7 @@ pub async fn run(
             ("dev.nixpack.stage".to_owned(), "nix".to_owned()),
             ("dev.nixpack.image".to_owned(), name.clone()),
         ]),
+        raw_stdout: false,
     };
     let ui = ctx.ui.clone();
     let many = ctx.manifest.images.len() > 1;

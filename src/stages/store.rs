@@ -59,6 +59,7 @@ pub async fn ensure(ctx: &Ctx<'_>, builder: &BuilderImage) -> Result<String, Err
         volumes: vec![(name.clone(), "/nix".into())],
         uploads: vec![],
         labels: HashMap::from([("dev.nixpack.stage".to_owned(), "store".to_owned())]),
+        raw_stdout: false,
     };
     let mut tail = Vec::new();
     let code = ctx
