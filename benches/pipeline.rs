@@ -398,11 +398,32 @@ fn main() {
             .map(|(_, len)| len)
             .sum();
         let ratio = recreated as f64 / changed_bytes as f64;
+        // The same change under the popularity plan (nixpkgs' layered
+        // images), computed from the closure: the baseline to beat.
+        let budget = nixpack::manifest::DEFAULT_LAYERS;
+        let changed_path = before
+            .paths
+            .keys()
+            .find(|p| p.name() == what.split('(').nth(1).unwrap_or("").trim_end_matches(')'))
+            .or_else(|| before.paths.keys().find(|p| p.name() == "base"));
+        let baseline = changed_path.map(|p| {
+            let (r, c) = nixpack::layers::change_cost(
+                &before,
+                &nixpack::layers::plan_popularity(&before, budget),
+                p,
+            );
+            r as f64 / c as f64
+        });
         let nix = report_seconds(&dir, "nix");
         rows.push((
             format!("nixpack, {what} changed"),
             total,
-            format!("nix-build {nix:.1}s; layers re-created {} MiB / store paths changed {} MiB = {ratio:.2}", recreated >> 20, changed_bytes >> 20),
+            format!(
+                "nix-build {nix:.1}s; layers re-created {} MiB / store paths changed {} MiB = {ratio:.2} (popularity plan: {})",
+                recreated >> 20,
+                changed_bytes >> 20,
+                baseline.map_or("-".to_owned(), |b| format!("{b:.2}"))
+            ),
         ));
         ratio
     };

@@ -164,23 +164,102 @@ pub async fn run(
     })
 }
 
-/// Reads the builder's framed layer stream — lines `NIXPACK-LAYER <file>
-/// <bytes>`, each followed by exactly that many bytes of tar — into
-/// `<file>` in the layers folder, hashing each on the way (its DiffID goes
-/// to `<file>.diffid`). A file appears under its name only when complete.
+/// Reads the builder's layer stream — a line `NIXPACK-LAYER <file>`, then
+/// that layer's tar, then the next line — into `<file>` in the layers
+/// folder, hashing each on the way (its DiffID goes to `<file>.diffid`).
+/// A layer ends where its tar ends: headers give every entry's size, and
+/// two zero blocks close the archive. A file appears under its name only
+/// when complete.
 pub struct Receiver {
     dir: std::path::PathBuf,
     expected: BTreeSet<String>,
-    header: Vec<u8>,
+    line: Vec<u8>,
     current: Option<Incoming>,
     done: Vec<String>,
 }
 
 struct Incoming {
     name: String,
-    remaining: u64,
+    /// A partial 512-byte header block.
+    block: Vec<u8>,
+    /// Data bytes (with padding) still to pass through.
+    skip: u64,
+    zero_blocks: u8,
     file: std::io::BufWriter<tempfile::NamedTempFile>,
     hash: sha2::Sha256,
+}
+
+const BLOCK: usize = 512;
+
+impl Incoming {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use sha2::Digest;
+        use std::io::Write;
+        self.file.write_all(bytes)?;
+        self.hash.update(bytes);
+        Ok(())
+    }
+
+    /// Consumes from `chunk`; returns how much, and whether the tar ended.
+    fn take(&mut self, chunk: &[u8]) -> std::io::Result<(usize, bool)> {
+        if self.skip > 0 {
+            let n = self.skip.min(chunk.len() as u64) as usize;
+            self.write(&chunk[..n])?;
+            self.skip -= n as u64;
+            return Ok((n, false));
+        }
+        let n = (BLOCK - self.block.len()).min(chunk.len());
+        self.block.extend_from_slice(&chunk[..n]);
+        if self.block.len() < BLOCK {
+            return Ok((n, false));
+        }
+        let block = std::mem::take(&mut self.block);
+        self.write(&block)?;
+        if block.iter().all(|b| *b == 0) {
+            self.zero_blocks += 1;
+            return Ok((n, self.zero_blocks == 2));
+        }
+        self.zero_blocks = 0;
+        let size = header_size(&block)?;
+        self.skip = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+        Ok((n, false))
+    }
+}
+
+/// The size field of a tar header block, after checking its checksum.
+fn header_size(block: &[u8]) -> std::io::Result<u64> {
+    let bad = || std::io::Error::other("the builder's layer stream is not a tar archive");
+    let field = |r: std::ops::Range<usize>| -> std::io::Result<u64> {
+        let f = &block[r];
+        if f[0] & 0x80 != 0 {
+            // base-256, for sizes past 8 GiB
+            return Ok(f[1..]
+                .iter()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)));
+        }
+        let text = std::str::from_utf8(f).map_err(|_| bad())?;
+        let digits = text.trim_matches(|c: char| c == '\0' || c == ' ');
+        if digits.is_empty() {
+            return Ok(0);
+        }
+        u64::from_str_radix(digits, 8).map_err(|_| bad())
+    };
+    let stored = field(148..156)?;
+    let sum: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                u64::from(b' ')
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    if sum != stored {
+        return Err(bad());
+    }
+    field(124..136)
 }
 
 impl Receiver {
@@ -189,7 +268,7 @@ impl Receiver {
         Receiver {
             dir: dir.to_owned(),
             expected,
-            header: Vec::new(),
+            line: Vec::new(),
             current: None,
             done: Vec::new(),
         }
@@ -198,38 +277,31 @@ impl Receiver {
     /// Takes the next chunk of the stream.
     pub fn feed(&mut self, mut chunk: &[u8]) -> std::io::Result<()> {
         use sha2::Digest;
-        use std::io::Write;
         while !chunk.is_empty() {
             match &mut self.current {
                 Some(inc) => {
-                    let take = (inc.remaining.min(chunk.len() as u64)) as usize;
-                    inc.file.write_all(&chunk[..take])?;
-                    inc.hash.update(&chunk[..take]);
-                    inc.remaining -= take as u64;
-                    chunk = &chunk[take..];
-                    if inc.remaining == 0 {
+                    let (used, ended) = inc.take(chunk)?;
+                    chunk = &chunk[used..];
+                    if ended {
                         let inc = self.current.take().expect("present");
                         self.complete(inc)?;
                     }
                 }
                 None => {
                     let Some(nl) = chunk.iter().position(|b| *b == b'\n') else {
-                        self.header.extend_from_slice(chunk);
-                        if self.header.len() > 512 {
+                        self.line.extend_from_slice(chunk);
+                        if self.line.len() > 512 {
                             return Err(std::io::Error::other(
                                 "the builder's layer stream lost its framing",
                             ));
                         }
                         return Ok(());
                     };
-                    self.header.extend_from_slice(&chunk[..nl]);
+                    self.line.extend_from_slice(&chunk[..nl]);
                     chunk = &chunk[nl + 1..];
                     let line =
-                        String::from_utf8_lossy(&std::mem::take(&mut self.header)).into_owned();
-                    let mut words = line.split(' ');
-                    let (Some("NIXPACK-LAYER"), Some(name), Some(size), None) =
-                        (words.next(), words.next(), words.next(), words.next())
-                    else {
+                        String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+                    let Some(name) = line.strip_prefix("NIXPACK-LAYER ") else {
                         return Err(std::io::Error::other(format!(
                             "unexpected output from the builder: {line:?}"
                         )));
@@ -239,23 +311,17 @@ impl Receiver {
                             "the builder sent a layer nobody asked for: {name}"
                         )));
                     }
-                    let remaining: u64 = size.parse().map_err(|_| {
-                        std::io::Error::other(format!("bad layer size in {line:?}"))
-                    })?;
-                    let inc = Incoming {
+                    self.current = Some(Incoming {
                         name: name.to_owned(),
-                        remaining,
+                        block: Vec::with_capacity(BLOCK),
+                        skip: 0,
+                        zero_blocks: 0,
                         file: std::io::BufWriter::with_capacity(
                             1 << 20,
                             tempfile::NamedTempFile::new_in(&self.dir)?,
                         ),
                         hash: sha2::Sha256::new(),
-                    };
-                    if remaining == 0 {
-                        self.complete(inc)?;
-                    } else {
-                        self.current = Some(inc);
-                    }
+                    });
                 }
             }
         }
@@ -284,8 +350,8 @@ impl Receiver {
     pub fn finish(self) -> std::io::Result<Vec<String>> {
         if let Some(inc) = &self.current {
             return Err(std::io::Error::other(format!(
-                "the builder's stream ended {} bytes short of {}",
-                inc.remaining, inc.name
+                "the builder's stream ended inside {}",
+                inc.name
             )));
         }
         let got: BTreeSet<&String> = self.done.iter().collect();
@@ -302,29 +368,54 @@ impl Receiver {
 mod tests {
     use super::*;
 
+    /// A small real tar with a file, a long name and an empty file.
+    fn a_tar(seed: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in [
+            ("nix/store/x/file", seed.repeat(300)),
+            (
+                &format!("nix/store/x/{}", "n".repeat(150)) as &str,
+                "long".to_owned(),
+            ),
+            ("nix/store/x/empty", String::new()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o444);
+            h.set_cksum();
+            b.append_data(&mut h, path, data.as_bytes()).unwrap();
+        }
+        let mut bytes = b.into_inner().unwrap();
+        // `tar --blocking-factor=1`: the archive ends after two zero blocks.
+        while bytes.len() >= 1024 + BLOCK
+            && bytes[bytes.len() - 1024 - BLOCK..bytes.len() - 1024]
+                .iter()
+                .all(|b| *b == 0)
+        {
+            bytes.truncate(bytes.len() - BLOCK);
+        }
+        bytes
+    }
+
     #[test]
-    fn receives_framed_layers_split_anywhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut stream = Vec::new();
-        stream.extend_from_slice(
-            b"NIXPACK-LAYER a.tar 5\nhelloNIXPACK-LAYER b.tar 0\nNIXPACK-LAYER c.tar 3\nxyz",
-        );
-        for split in [1, 2, 7, 1000] {
-            let _ = std::fs::remove_dir_all(dir.path());
-            std::fs::create_dir_all(dir.path()).unwrap();
-            let expected = ["a.tar", "b.tar", "c.tar"]
-                .map(String::from)
-                .into_iter()
-                .collect();
+    fn receives_layers_split_anywhere() {
+        let (a, b) = (a_tar("a"), a_tar("bb"));
+        let mut stream = b"NIXPACK-LAYER a.tar\n".to_vec();
+        stream.extend_from_slice(&a);
+        stream.extend_from_slice(b"NIXPACK-LAYER b.tar\n");
+        stream.extend_from_slice(&b);
+        for split in [1, 7, 512, 513, 100_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let expected = ["a.tar", "b.tar"].map(String::from).into_iter().collect();
             let mut r = Receiver::new(dir.path(), expected);
             for chunk in stream.chunks(split) {
                 r.feed(chunk).unwrap();
             }
-            assert_eq!(r.finish().unwrap(), vec!["a.tar", "b.tar", "c.tar"]);
-            assert_eq!(std::fs::read(dir.path().join("a.tar")).unwrap(), b"hello");
-            assert_eq!(std::fs::read(dir.path().join("c.tar")).unwrap(), b"xyz");
-            let id = std::fs::read_to_string(dir.path().join("a.tar.diffid")).unwrap();
-            assert_eq!(id, crate::archive::diff_id(&b"hello"[..]).unwrap().0);
+            assert_eq!(r.finish().unwrap(), vec!["a.tar", "b.tar"]);
+            assert_eq!(std::fs::read(dir.path().join("a.tar")).unwrap(), a);
+            assert_eq!(std::fs::read(dir.path().join("b.tar")).unwrap(), b);
+            let id = std::fs::read_to_string(dir.path().join("b.tar.diffid")).unwrap();
+            assert_eq!(id, crate::archive::diff_id(&b[..]).unwrap().0);
         }
     }
 
@@ -332,15 +423,24 @@ mod tests {
     fn a_short_stream_is_an_error_and_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut r = Receiver::new(dir.path(), ["a.tar".to_owned()].into_iter().collect());
-        r.feed(b"NIXPACK-LAYER a.tar 10\nhalf").unwrap();
-        assert!(r.finish().unwrap_err().to_string().contains("short"));
+        let a = a_tar("a");
+        r.feed(b"NIXPACK-LAYER a.tar\n").unwrap();
+        r.feed(&a[..a.len() - 700]).unwrap();
+        assert!(r.finish().unwrap_err().to_string().contains("ended inside"));
         assert!(!dir.path().join("a.tar").exists());
     }
 
     #[test]
     fn unexpected_output_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let mut r = Receiver::new(dir.path(), BTreeSet::new());
+        let mut r = Receiver::new(dir.path(), ["a.tar".to_owned()].into_iter().collect());
         assert!(r.feed(b"hello\n").is_err());
+        let mut r = Receiver::new(dir.path(), ["a.tar".to_owned()].into_iter().collect());
+        let mut garbage = b"NIXPACK-LAYER a.tar\n".to_vec();
+        garbage.extend_from_slice(&[b'x'; 512]);
+        assert!(
+            r.feed(&garbage).is_err(),
+            "a block that is not a tar header"
+        );
     }
 }
