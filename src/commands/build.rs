@@ -187,13 +187,21 @@ async fn build_one(
         layers_written: layers.written,
         built,
     };
-    write_report(&dir, &closure, &outcome);
+    write_report(&dir, &closure, &outcome, builder, volume);
     Ok(outcome)
 }
 
-fn write_report(dir: &std::path::Path, closure: &crate::closure::Closure, o: &Outcome) {
+fn write_report(
+    dir: &std::path::Path,
+    closure: &crate::closure::Closure,
+    o: &Outcome,
+    builder: &BuilderImage,
+    volume: &str,
+) {
     let report = serde_json::json!({
         "image": o.built.reference,
+        "builder": builder.reference,
+        "store_volume": volume,
         "id": o.built.id,
         "size": o.built.size,
         "result": closure.result,
