@@ -167,8 +167,8 @@ pub async fn run(
 /// Reads the builder's layer stream — a line `NIXPACK-LAYER <file>`, then
 /// that layer's tar, then the next line — into `<file>` in the layers
 /// folder, hashing each on the way (its DiffID goes to `<file>.diffid`).
-/// A layer ends where its tar ends: headers give every entry's size, and
-/// two zero blocks close the archive. A file appears under its name only
+/// A layer ends where its tar ends: headers give every entry's size, two
+/// zero blocks close the archive, and zeros pad it to a whole record. A file appears under its name only
 /// when complete.
 pub struct Receiver {
     dir: std::path::PathBuf,
@@ -180,6 +180,10 @@ pub struct Receiver {
 
 struct Incoming {
     name: String,
+    /// Bytes of this layer so far.
+    total: u64,
+    /// The end-of-archive blocks were seen; zeros pad to a whole record.
+    padding: bool,
     /// A partial 512-byte header block.
     block: Vec<u8>,
     /// Data bytes (with padding) still to pass through.
@@ -191,17 +195,31 @@ struct Incoming {
 
 const BLOCK: usize = 512;
 
+/// GNU tar's record: 20 blocks (`--blocking-factor=20`, its default).
+const RECORD: u64 = 20 * BLOCK as u64;
+
 impl Incoming {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use sha2::Digest;
         use std::io::Write;
         self.file.write_all(bytes)?;
         self.hash.update(bytes);
+        self.total += bytes.len() as u64;
         Ok(())
     }
 
     /// Consumes from `chunk`; returns how much, and whether the tar ended.
     fn take(&mut self, chunk: &[u8]) -> std::io::Result<(usize, bool)> {
+        if self.padding {
+            let n = ((RECORD - self.total % RECORD) % RECORD).min(chunk.len() as u64) as usize;
+            if chunk[..n].iter().any(|b| *b != 0) {
+                return Err(std::io::Error::other(
+                    "the builder's layer stream has data after the end of a tar",
+                ));
+            }
+            self.write(&chunk[..n])?;
+            return Ok((n, self.total % RECORD == 0));
+        }
         if self.skip > 0 {
             let n = self.skip.min(chunk.len() as u64) as usize;
             self.write(&chunk[..n])?;
@@ -217,7 +235,11 @@ impl Incoming {
         self.write(&block)?;
         if block.iter().all(|b| *b == 0) {
             self.zero_blocks += 1;
-            return Ok((n, self.zero_blocks == 2));
+            if self.zero_blocks == 2 {
+                self.padding = true;
+                return Ok((n, self.total % RECORD == 0));
+            }
+            return Ok((n, false));
         }
         self.zero_blocks = 0;
         let size = header_size(&block)?;
@@ -313,6 +335,8 @@ impl Receiver {
                     }
                     self.current = Some(Incoming {
                         name: name.to_owned(),
+                        total: 0,
+                        padding: false,
                         block: Vec::with_capacity(BLOCK),
                         skip: 0,
                         zero_blocks: 0,
@@ -386,14 +410,8 @@ mod tests {
             b.append_data(&mut h, path, data.as_bytes()).unwrap();
         }
         let mut bytes = b.into_inner().unwrap();
-        // `tar --blocking-factor=1`: the archive ends after two zero blocks.
-        while bytes.len() >= 1024 + BLOCK
-            && bytes[bytes.len() - 1024 - BLOCK..bytes.len() - 1024]
-                .iter()
-                .all(|b| *b == 0)
-        {
-            bytes.truncate(bytes.len() - BLOCK);
-        }
+        // As GNU tar writes it: zeros up to a whole record.
+        bytes.resize(bytes.len().div_ceil(RECORD as usize) * RECORD as usize, 0);
         bytes
     }
 
