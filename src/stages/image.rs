@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use super::layers::Layers;
+use std::sync::Arc;
+
+use super::layers::{Layers, Ready};
 use super::{key, Ctx};
 use crate::archive;
 use crate::closure::Closure;
@@ -46,6 +48,7 @@ pub async fn run(
     closure: &Closure,
     layers: &Layers,
     tag: bool,
+    ready: &Arc<Ready>,
 ) -> Result<Built, Error> {
     let labels = BTreeMap::from([
         (
@@ -93,12 +96,19 @@ pub async fn run(
                     None => format!("ADD {f} /"),
                 })
                 .collect();
-            assemble(ctx, image, dir, &recipe, &notes, tag).await
+            assemble(ctx, image, dir, &recipe, &notes, tag, ready).await
         }
         Err(why) => {
             if ctx.ui.verbose() > 0 {
                 ctx.ui.log(&format!("{reference}: scratch.Dockerfile line {}: {}; building it with the Engine's builder", why.line, why.reason));
             }
+            // The Engine's builder needs every layer in its context first.
+            let all: Vec<std::path::PathBuf> = entries.iter().map(|e| dir.join(&e.file)).collect();
+            let wait = ready.clone();
+            tokio::task::spawn_blocking(move || all.iter().try_for_each(|p| wait.wait(p)))
+                .await
+                .map_err(|e| Error::internal("waiting for layers", e))?
+                .map_err(|e| Error::internal("waiting for layers", e))?;
             docker_build(ctx, image, dir, &dockerfile, &entries, tag).await
         }
     }
@@ -107,6 +117,8 @@ pub async fn run(
 /// The native path: nixpack writes the image config and loads the layers
 /// as a docker-archive. The image id is a pure function of the layers and
 /// the config, so "unchanged" is simply "the tag already points at it".
+/// Layers still being written are streamed as soon as `ready` has them.
+#[allow(clippy::too_many_arguments)]
 async fn assemble(
     ctx: &Ctx<'_>,
     image: &Image,
@@ -114,77 +126,78 @@ async fn assemble(
     recipe: &crate::dockerfile::Recipe,
     notes: &[String],
     tag: bool,
+    ready: &Arc<Ready>,
 ) -> Result<Built, Error> {
     let reference = image.reference();
-    let mut diff_ids = Vec::with_capacity(recipe.layers.len());
-    for f in &recipe.layers {
-        diff_ids.push(
-            cached_diff_id(&dir.join(f))
-                .map_err(|e| Error::internal(&format!("reading the layer {f}"), e))?,
-        );
-    }
     let arch = ctx.engine.architecture().await.map_err(Error::user)?;
-    let (config, image_id) =
-        archive::config_json(recipe, &diff_ids, notes, &arch, super::source_date_epoch());
-    crate::outputs::write_atomic(&dir.join("image-config.json"), &config)
-        .map_err(|e| Error::internal("writing image-config.json", e))?;
-
+    let recipe = Arc::new(Assembly {
+        files: recipe.layers.iter().map(|f| dir.join(f)).collect(),
+        recipe: recipe.clone(),
+        notes: notes.to_vec(),
+        arch,
+        epoch: super::source_date_epoch(),
+    });
+    // DiffIDs of the layers already on disk.
+    let known: Vec<Option<archive::DiffId>> = recipe
+        .files
+        .iter()
+        .map(|p| p.is_file().then(|| cached_diff_id(p)).transpose())
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::internal("reading layer DiffIDs", e))?;
     let existing = ctx
         .engine
         .inspect_image(&reference)
         .await
         .map_err(Error::user)?;
-    if existing.as_ref().is_some_and(|e| e.id == image_id) {
-        let e = existing.expect("checked");
-        return Ok(Built {
-            reference,
-            id: e.id,
-            size: e.size,
-            diff_ids: e.layers,
-            built: false,
-        });
+    if let Some(ids) = known.iter().cloned().collect::<Option<Vec<_>>>() {
+        let (config, image_id) = recipe.config(&ids);
+        crate::outputs::write_atomic(&dir.join("image-config.json"), &config)
+            .map_err(|e| Error::internal("writing image-config.json", e))?;
+        if let Some(e) = existing.as_ref().filter(|e| e.id == image_id) {
+            return Ok(Built {
+                reference,
+                id: e.id.clone(),
+                size: e.size,
+                diff_ids: e.layers.clone(),
+                built: false,
+            });
+        }
     }
     let name = image.name.to_string();
     let stage = ctx.ui.stage(&name, "loading the image");
-    if ctx
-        .engine
-        .inspect_image(&image_id)
-        .await
-        .map_err(Error::user)?
-        .is_none()
-    {
-        // Layers the engine already holds under the same parent chain need
-        // not be sent again: the previous image shares a prefix of them.
-        let shared = existing.map_or(0, |e| {
-            e.layers
-                .iter()
-                .zip(&diff_ids)
-                .take_while(|(a, b)| **a == b.0)
-                .count()
-        });
-        let mut loaded = load(ctx, dir, recipe, &diff_ids, &config, &image_id, shared).await;
-        if let (Err(e), true) = (&loaded, shared > 0) {
-            // An engine that insists on every layer gets every layer.
-            if ctx.ui.verbose() > 0 {
-                ctx.ui.log(&format!(
-                    "{name}: the engine wants all layers ({:?}); sending them",
-                    e.report()
-                ));
-            }
-            loaded = load(ctx, dir, recipe, &diff_ids, &config, &image_id, 0).await;
-        } else if ctx.ui.verbose() > 0 && shared > 0 {
+    // Layers the engine already holds under the same parent chain need not
+    // be sent again: the previous image shares a prefix of them.
+    let shared = existing.map_or(0, |e| {
+        e.layers
+            .iter()
+            .zip(&known)
+            .take_while(|(a, b)| b.as_ref().is_some_and(|b| **a == b.0))
+            .count()
+    });
+    let mut loaded = load(ctx, &recipe, &known, shared, ready).await;
+    if let (Err(e), true) = (&loaded, shared > 0) {
+        // An engine that insists on every layer gets every layer.
+        if ctx.ui.verbose() > 0 {
             ctx.ui.log(&format!(
-                "{name}: {shared} of {} layers were already in the engine and not sent",
-                diff_ids.len()
+                "{name}: the engine wants all layers ({:?}); sending them",
+                e.report()
             ));
         }
-        let id = loaded?;
-        if id != image_id {
-            return Err(Error::internal(
-                "loading the image",
-                format!("the engine computed {id}, nixpack {image_id}"),
-            ));
-        }
+        loaded = load(ctx, &recipe, &known, 0, ready).await;
+    } else if ctx.ui.verbose() > 0 && shared > 0 {
+        ctx.ui.log(&format!(
+            "{name}: {shared} of {} layers were already in the engine and not sent",
+            known.len()
+        ));
+    }
+    let (engine_id, image_id, config) = loaded?;
+    crate::outputs::write_atomic(&dir.join("image-config.json"), &config)
+        .map_err(|e| Error::internal("writing image-config.json", e))?;
+    if engine_id != image_id {
+        return Err(Error::internal(
+            "loading the image",
+            format!("the engine computed {engine_id}, nixpack {image_id}"),
+        ));
     }
     if tag {
         ctx.engine
@@ -212,39 +225,83 @@ async fn assemble(
     })
 }
 
+/// What the archive writer needs, shared with its blocking thread.
+struct Assembly {
+    files: Vec<std::path::PathBuf>,
+    recipe: crate::dockerfile::Recipe,
+    notes: Vec<String>,
+    arch: String,
+    epoch: u64,
+}
+
+impl Assembly {
+    fn config(&self, diff_ids: &[archive::DiffId]) -> (Vec<u8>, String) {
+        archive::config_json(&self.recipe, diff_ids, &self.notes, &self.arch, self.epoch)
+    }
+}
+
+/// Streams the docker-archive: each layer as soon as it is complete (the
+/// first `skip` as empty placeholders), then the config and manifest,
+/// which need every DiffID. Returns the engine's id, nixpack's id and the
+/// config bytes.
 async fn load(
     ctx: &Ctx<'_>,
-    dir: &Path,
-    recipe: &crate::dockerfile::Recipe,
-    diff_ids: &[archive::DiffId],
-    config: &[u8],
-    image_id: &str,
+    assembly: &Arc<Assembly>,
+    known: &[Option<archive::DiffId>],
     skip: usize,
-) -> Result<String, Error> {
-    let files: Vec<(std::path::PathBuf, archive::DiffId)> = recipe
-        .layers
-        .iter()
-        .map(|f| dir.join(f))
-        .zip(diff_ids.iter().cloned())
-        .collect();
-    let config = config.to_vec();
-    let config_name = format!("{}.json", image_id.trim_start_matches("sha256:"));
-    let manifest = archive::manifest_json(&config_name, diff_ids);
-    ctx.engine
+    ready: &Arc<Ready>,
+) -> Result<(String, String, Vec<u8>), Error> {
+    let (assembly, ready, known) = (assembly.clone(), ready.clone(), known.to_vec());
+    // The writer thread leaves the image id and config it computed here.
+    type Made = Arc<std::sync::Mutex<Option<(String, Vec<u8>)>>>;
+    let made: Made = Arc::default();
+    let out = made.clone();
+    let engine_id = ctx
+        .engine
         .load(move |tar| {
-            for (i, (path, id)) in files.iter().enumerate() {
-                let name = format!("{}/layer.tar", id.hex());
-                if i < skip {
-                    super::builder::append_bytes(tar, &name, b"", 0o644)?;
-                } else {
-                    tar.append_file(&name, &mut std::fs::File::open(path)?)?;
+            let mut ids = Vec::with_capacity(assembly.files.len());
+            for (i, path) in assembly.files.iter().enumerate() {
+                match known[i].clone().filter(|_| i < skip) {
+                    Some(id) => {
+                        super::builder::append_bytes(
+                            tar,
+                            &format!("{}/layer.tar", id.hex()),
+                            b"",
+                            0o644,
+                        )?;
+                        ids.push(id);
+                    }
+                    None => {
+                        ready.wait(path)?;
+                        let id = cached_diff_id(path)?;
+                        tar.append_file(
+                            format!("{}/layer.tar", id.hex()),
+                            &mut std::fs::File::open(path)?,
+                        )?;
+                        ids.push(id);
+                    }
                 }
             }
+            let (config, image_id) = assembly.config(&ids);
+            let config_name = format!("{}.json", image_id.trim_start_matches("sha256:"));
             super::builder::append_bytes(tar, &config_name, &config, 0o644)?;
-            super::builder::append_bytes(tar, "manifest.json", &manifest, 0o644)
+            super::builder::append_bytes(
+                tar,
+                "manifest.json",
+                &archive::manifest_json(&config_name, &ids),
+                0o644,
+            )?;
+            *out.lock().expect("result lock") = Some((image_id, config));
+            Ok(())
         })
         .await
-        .map_err(Error::user)
+        .map_err(Error::user)?;
+    let (image_id, config) = made
+        .lock()
+        .expect("result lock")
+        .take()
+        .ok_or_else(|| Error::internal("loading the image", "the archive was not finished"))?;
+    Ok((engine_id, image_id, config))
 }
 
 /// A layer's DiffID, cached beside it in `<file>.diffid` (layer files are

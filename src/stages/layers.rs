@@ -5,6 +5,10 @@
 //! store paths (see [`crate::layers`]), so only layers whose paths changed
 //! are written; when none did, no container starts. The conventions layer
 //! is written here in Rust. Files no longer in the plan are removed.
+//!
+//! [`prepare`] plans; [`produce`] writes, marking each finished file in a
+//! [`Ready`] so the image stage can load the image while later layers are
+//! still arriving.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -18,25 +22,20 @@ use crate::error::Error;
 use crate::layers::{self, Layer};
 use crate::manifest::Image;
 
-/// The planned layers, the conventions, and how many layers were written.
+/// The planned layers and what is still to be written.
 pub struct Layers {
     /// Closure layers, bottom first.
     pub plan: Vec<Layer>,
-    /// The conventions layer (possibly empty).
+    /// The conventions layer (possibly empty; always on disk).
     pub conventions: Conventions,
-    /// Closure layers written this time (0 when all were cached).
-    pub written: usize,
+    /// Files of the closure layers not on disk yet, in plan order.
+    pub missing: Vec<String>,
+    layers_dir: std::path::PathBuf,
 }
 
-/// Makes sure every layer tarball of the plan is in `dir/layers`.
-pub async fn run(
-    ctx: &Ctx<'_>,
-    builder: &BuilderImage,
-    volume: &str,
-    image: &Image,
-    dir: &Path,
-    closure: &Closure,
-) -> Result<Layers, Error> {
+/// Plans the layers, writes the conventions layer, forgets layer files the
+/// plan no longer uses, and lists the closure layers still to be written.
+pub fn prepare(image: &Image, dir: &Path, closure: &Closure) -> Result<Layers, Error> {
     let layers_dir = dir.join("layers");
     let epoch = source_date_epoch();
     // Tarballs made with another mtime are other bytes: start over.
@@ -55,80 +54,6 @@ pub async fn run(
 
     let plan = layers::plan(closure, image.layers);
     let conventions = Conventions::new(closure, image.conventions);
-    let missing: Vec<&Layer> = plan
-        .iter()
-        .filter(|l| !layers_dir.join(l.file_name()).is_file())
-        .collect();
-
-    if !missing.is_empty() {
-        let name = image.name.to_string();
-        let stage = ctx.ui.stage(
-            &name,
-            &format!("writing {} of {} layers", missing.len(), plan.len()),
-        );
-        let mut tsv = String::new();
-        for l in &missing {
-            for p in &l.paths {
-                tsv.push_str(&format!("{}\t{}\n", l.file_name(), p));
-            }
-        }
-        let mut upload = tar::Builder::new(Vec::new());
-        append_bytes(
-            &mut upload,
-            "nixpack/plan/layers.tsv",
-            tsv.as_bytes(),
-            0o444,
-        )
-        .map_err(|e| Error::internal("packing the layer plan", e))?;
-        let upload = upload
-            .into_inner()
-            .map_err(|e| Error::internal("packing the layer plan", e))?;
-        let spec = RunSpec {
-            image: &builder.id,
-            cmd: vec!["layers".into()],
-            entrypoint: None,
-            env: vec![
-                "NIXPACK_LAYERS=/nixpack/plan/layers.tsv".into(),
-                format!("SOURCE_DATE_EPOCH={epoch}"),
-            ],
-            volumes: vec![(volume.to_owned(), "/nix".into())],
-            uploads: vec![upload],
-            labels: HashMap::from([
-                ("dev.nixpack.stage".to_owned(), "layers".to_owned()),
-                ("dev.nixpack.image".to_owned(), image.name.to_string()),
-            ]),
-            raw_stdout: true,
-        };
-        let mut tail = Vec::new();
-        let expected: BTreeSet<String> = missing.iter().map(|l| l.file_name()).collect();
-        let mut receiver = Receiver::new(&layers_dir, expected);
-        let code = ctx
-            .engine
-            .run_attached(
-                &spec,
-                |chunk| receiver.feed(&chunk),
-                |l| {
-                    stage.message(l);
-                    tail.push(l.to_owned());
-                },
-            )
-            .await
-            .map_err(Error::user)?;
-        if code != 0 {
-            return Err(Error::msg(
-                format!(
-                    "writing layers for `{name}` failed (exit {code}):\n    {}",
-                    tail.join("\n    ")
-                ),
-                "the builder needs GNU tar; check the entrypoint template if you override it",
-            ));
-        }
-        receiver
-            .finish()
-            .map_err(|e| Error::internal("receiving layers from the builder", e))?;
-        stage.done("written");
-    }
-
     if !conventions.is_empty() {
         let path = layers_dir.join(conventions.file_name());
         if !path.is_file() {
@@ -140,7 +65,6 @@ pub async fn run(
                 .map_err(|e| Error::internal("writing the conventions layer", e))?;
         }
     }
-
     // Keep the folder to what the plan uses.
     let keep: BTreeSet<String> = plan
         .iter()
@@ -157,11 +81,178 @@ pub async fn run(
             }
         }
     }
+    let missing = plan
+        .iter()
+        .map(Layer::file_name)
+        .filter(|f| !layers_dir.join(f).is_file())
+        .collect();
     Ok(Layers {
-        written: missing.len(),
         plan,
         conventions,
+        missing,
+        layers_dir,
     })
+}
+
+/// Which layer files are complete, for a reader that streams them while
+/// they are still being written (the image stage).
+#[derive(Default)]
+pub struct Ready {
+    state: std::sync::Mutex<ReadyState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct ReadyState {
+    done: BTreeSet<String>,
+    failed: bool,
+}
+
+impl Ready {
+    fn mark(&self, name: &str) {
+        self.state
+            .lock()
+            .expect("ready lock")
+            .done
+            .insert(name.to_owned());
+        self.changed.notify_all();
+    }
+
+    /// Wakes every waiter with an error: no more layers will come.
+    pub fn fail(&self) {
+        self.state.lock().expect("ready lock").failed = true;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `path` is complete (true at once if it is on disk).
+    pub fn wait(&self, path: &Path) -> std::io::Result<()> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut state = self.state.lock().expect("ready lock");
+        loop {
+            if state.done.contains(&name) || path.is_file() {
+                return Ok(());
+            }
+            if state.failed {
+                return Err(std::io::Error::other(format!("{name} was not written")));
+            }
+            state = self.changed.wait(state).expect("ready lock");
+        }
+    }
+}
+
+/// Writes the missing layer tarballs: one builder container streams them
+/// out, in plan order, and each is marked in `ready` as it completes.
+/// Returns how many were written. On failure `ready` is failed too.
+pub async fn produce(
+    ctx: &Ctx<'_>,
+    builder: &BuilderImage,
+    volume: &str,
+    image: &Image,
+    layers: &Layers,
+    ready: &Ready,
+) -> Result<usize, Error> {
+    let result = produce_inner(ctx, builder, volume, image, layers, ready).await;
+    if result.is_err() {
+        ready.fail();
+    }
+    result
+}
+
+async fn produce_inner(
+    ctx: &Ctx<'_>,
+    builder: &BuilderImage,
+    volume: &str,
+    image: &Image,
+    layers: &Layers,
+    ready: &Ready,
+) -> Result<usize, Error> {
+    if layers.missing.is_empty() {
+        return Ok(0);
+    }
+    let name = image.name.to_string();
+    let stage = ctx.ui.stage(
+        &name,
+        &format!(
+            "writing {} of {} layers",
+            layers.missing.len(),
+            layers.plan.len()
+        ),
+    );
+    let mut tsv = String::new();
+    for l in layers
+        .plan
+        .iter()
+        .filter(|l| layers.missing.contains(&l.file_name()))
+    {
+        for p in &l.paths {
+            tsv.push_str(&format!("{}\t{}\n", l.file_name(), p));
+        }
+    }
+    let mut upload = tar::Builder::new(Vec::new());
+    append_bytes(
+        &mut upload,
+        "nixpack/plan/layers.tsv",
+        tsv.as_bytes(),
+        0o444,
+    )
+    .map_err(|e| Error::internal("packing the layer plan", e))?;
+    let upload = upload
+        .into_inner()
+        .map_err(|e| Error::internal("packing the layer plan", e))?;
+    let spec = RunSpec {
+        image: &builder.id,
+        cmd: vec!["layers".into()],
+        entrypoint: None,
+        env: vec![
+            "NIXPACK_LAYERS=/nixpack/plan/layers.tsv".into(),
+            format!("SOURCE_DATE_EPOCH={}", source_date_epoch()),
+        ],
+        volumes: vec![(volume.to_owned(), "/nix".into())],
+        uploads: vec![upload],
+        labels: HashMap::from([
+            ("dev.nixpack.stage".to_owned(), "layers".to_owned()),
+            ("dev.nixpack.image".to_owned(), name.clone()),
+        ]),
+        raw_stdout: true,
+    };
+    let mut tail = Vec::new();
+    let mut receiver = Receiver::new(&layers.layers_dir, layers.missing.iter().cloned().collect());
+    let code = ctx
+        .engine
+        .run_attached(
+            &spec,
+            |chunk| {
+                let before = receiver.done.len();
+                receiver.feed(&chunk)?;
+                for f in &receiver.done[before..] {
+                    ready.mark(f);
+                }
+                Ok(())
+            },
+            |l| {
+                stage.message(l);
+                tail.push(l.to_owned());
+            },
+        )
+        .await
+        .map_err(Error::user)?;
+    if code != 0 {
+        return Err(Error::msg(
+            format!(
+                "writing layers for `{name}` failed (exit {code}):\n    {}",
+                tail.join("\n    ")
+            ),
+            "the builder needs GNU tar; check the entrypoint template if you override it",
+        ));
+    }
+    let written = receiver
+        .finish()
+        .map_err(|e| Error::internal("receiving layers from the builder", e))?;
+    stage.done("written");
+    Ok(written.len())
 }
 
 /// Reads the builder's layer stream — a line `NIXPACK-LAYER <file>`, then
