@@ -362,9 +362,11 @@ impl Engine {
             .map_err(api(format!("tagging {repo}:{tag}")))
     }
 
-    /// Removes an image (no error when it is already gone).
+    /// Removes an image nixpack made and nothing else uses: never forced, so
+    /// an image another tag or a container still holds is left alone. No
+    /// error when it is already gone.
     pub async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
-        let opts = RemoveImageOptionsBuilder::default().force(true).build();
+        let opts = RemoveImageOptionsBuilder::default().force(false).build();
         match self.docker.remove_image(reference, Some(opts), None).await {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),

@@ -38,11 +38,7 @@ pub struct Outcome {
 
 /// Runs `nixpack build`.
 pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal("starting the async runtime", e))?;
-    rt.block_on(async {
+    super::runtime()?.block_on(async {
         let engine = Engine::connect().await.map_err(Error::user)?;
         let work = build(&engine, &manifest, args, &ui);
         tokio::select! {

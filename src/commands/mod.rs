@@ -18,3 +18,11 @@ pub fn load_manifest(explicit: Option<&Path>) -> Result<Manifest, Error> {
     let path = discover(explicit, &cwd)?;
     Ok(Manifest::load(&path)?)
 }
+
+/// The async runtime for the commands that talk to the engine.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal("starting the async runtime", e))
+}

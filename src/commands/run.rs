@@ -21,11 +21,7 @@ pub fn run(manifest: Manifest, args: &RunArgs, ui: Ui) -> Result<(), Error> {
         None => &manifest.images[0],
     };
     let reference = image.reference();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::internal("starting the async runtime", e))?;
-    rt.block_on(async {
+    super::runtime()?.block_on(async {
         let engine = Engine::connect().await.map_err(Error::user)?;
         if engine
             .inspect_image(&reference)

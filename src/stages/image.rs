@@ -199,26 +199,42 @@ async fn assemble(
             format!("the engine computed {engine_id}, nixpack {image_id}"),
         ));
     }
+    finish(ctx, image, image_id, tag, stage).await
+}
+
+/// Tags the new image (unless `tag` is false), reads its size and layers,
+/// and ends the stage. An image that cannot be tagged is removed.
+async fn finish(
+    ctx: &Ctx<'_>,
+    image: &Image,
+    id: String,
+    tag: bool,
+    stage: crate::ui::Stage,
+) -> Result<Built, Error> {
     if tag {
-        ctx.engine
-            .tag(&image_id, image.name.as_str(), image.tag.as_str())
+        if let Err(e) = ctx
+            .engine
+            .tag(&id, image.name.as_str(), image.tag.as_str())
             .await
-            .map_err(Error::user)?;
+        {
+            let _ = ctx.engine.remove_image(&id).await;
+            return Err(Error::user(e));
+        }
     }
     let facts = ctx
         .engine
-        .inspect_image(&image_id)
+        .inspect_image(&id)
         .await
         .map_err(Error::user)?
         .ok_or_else(|| Error::internal("inspecting the new image", "it vanished"))?;
     stage.done(if tag {
         "tagged"
     } else {
-        "loaded (not tagged yet)"
+        "made (not tagged yet)"
     });
     Ok(Built {
-        reference,
-        id: image_id,
+        reference: image.reference(),
+        id,
         size: facts.size,
         diff_ids: facts.layers,
         built: true,
@@ -392,32 +408,5 @@ async fn docker_build(
                 ),
             )
         })?;
-    if !tag {
-        // Left untagged for the caller.
-    } else if let Err(e) = ctx
-        .engine
-        .tag(&id, image.name.as_str(), image.tag.as_str())
-        .await
-    {
-        let _ = ctx.engine.remove_image(&id).await;
-        return Err(Error::user(e));
-    }
-    let facts = ctx
-        .engine
-        .inspect_image(&id)
-        .await
-        .map_err(Error::user)?
-        .ok_or_else(|| Error::internal("inspecting the new image", "it vanished"))?;
-    stage.done(if tag {
-        "tagged"
-    } else {
-        "loaded (not tagged yet)"
-    });
-    Ok(Built {
-        reference,
-        id,
-        size: facts.size,
-        diff_ids: facts.layers,
-        built: true,
-    })
+    finish(ctx, image, id, tag, stage).await
 }
