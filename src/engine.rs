@@ -4,9 +4,11 @@
 //! Files cross between this host and containers only through the Engine's
 //! archive API (`PUT`/`GET /containers/{id}/archive`) and build contexts, so
 //! everything works when the engine is on another machine
-//! (`DOCKER_HOST=ssh://…` or `tcp://…`). Streams are never buffered whole:
-//! contexts are written by a blocking tar writer into a channel, downloads
-//! are unpacked as they arrive.
+//! (`DOCKER_HOST=ssh://…` or `tcp://…`). Layers are never buffered whole:
+//! build contexts and image archives are written by a blocking tar writer
+//! into a channel, container output and downloads are stored as they
+//! arrive. (The project's own files, sent to the builder, are packed in
+//! memory: they are also the nix stage's key.)
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -374,15 +376,69 @@ impl Engine {
         }
     }
 
-    /// The labels of a volume, or `None` when it does not exist.
-    pub async fn volume_labels(
+    /// A volume's labels and creation time, or `None` when it does not exist.
+    pub async fn volume_facts(
         &self,
         name: &str,
-    ) -> Result<Option<HashMap<String, String>>, EngineError> {
+    ) -> Result<Option<(HashMap<String, String>, String)>, EngineError> {
         match self.docker.inspect_volume(name).await {
-            Ok(v) => Ok(Some(v.labels)),
+            Ok(v) => Ok(Some((v.labels, v.created_at.unwrap_or_default()))),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting volume {name}"))(e)),
+        }
+    }
+
+    /// Removes a volume (no error when it is already gone).
+    pub async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        match self
+            .docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(format!("removing volume {name}"))(e)),
+        }
+    }
+
+    /// Whether a container of this name exists.
+    pub async fn container_exists(&self, name: &str) -> Result<bool, EngineError> {
+        match self
+            .docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(api(format!("inspecting container {name}"))(e)),
+        }
+    }
+
+    /// An engine-wide lock: creates a (never started) container called
+    /// `name`; false when another client holds it. Release it with
+    /// [`Engine::remove_container`]; it is registered for cleanup.
+    pub async fn try_lock(&self, name: &str, image: &str) -> Result<bool, EngineError> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_owned()),
+            labels: Some(HashMap::from([(
+                "dev.nixpack.lock".to_owned(),
+                name.to_owned(),
+            )])),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(name).build();
+        match self.docker.create_container(Some(opts), body).await {
+            Ok(_) => {
+                self.cleanup.add(name);
+                Ok(true)
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(false),
+            Err(e) => Err(api(format!("creating the lock {name}"))(e)),
         }
     }
 

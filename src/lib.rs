@@ -1,8 +1,9 @@
 //! nixpack: minimal `FROM scratch` Docker images out of Nix expressions.
 //!
 //! The pure core (`manifest`, `reference`, `render`, `closure`, `layers`,
-//! `plan`) does no I/O beyond reading the manifest's own files; `engine`
-//! is the one place that talks to Docker, and `stages` drive a build.
+//! `conventions`, `dockerfile`, `archive`, `lock`) does no I/O beyond
+//! reading the manifest's own files; `engine` is the one place that talks
+//! to Docker, and `stages` drive a build.
 #![deny(missing_docs)]
 
 pub mod archive;

@@ -72,3 +72,28 @@ pub fn layer_entries(
     }
     entries
 }
+
+/// An exclusive lock on `path` (created if missing), held until the file
+/// is dropped: two nixpack processes building the same image, or writing
+/// the same nixpack.lock, take turns. `waiting` is called once if another
+/// process holds it.
+pub async fn lock_file(path: &Path, waiting: impl FnOnce()) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            waiting();
+            tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+                .await
+                .map_err(std::io::Error::other)?
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}

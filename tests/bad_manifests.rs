@@ -753,3 +753,29 @@ fn regression_conventions_written_as_a_list_are_refused() {
         ],
     );
 }
+
+#[test]
+fn image_names_that_share_an_output_folder() {
+    assert_bad(
+        &with_image("\n[[image]]\nname = \"shop_web\"\nexpression = \"default.nix\"\n"),
+        &[],
+        9,
+        "\"shop_web\"",
+        &[
+            "would share the output folder",
+            "shop/web",
+            "rename one of them",
+        ],
+    );
+}
+
+#[test]
+fn expression_in_a_folder_nixpack_does_not_send() {
+    assert_bad(
+        &format!("{PROJECT}[[image]]\nname = \"shop/web\"\nexpression = \"target/app.nix\"\n"),
+        &[("target/app.nix", "{}")],
+        6,
+        "\"target/app.nix\"",
+        &["lies in `target/`", "does not send to the builder"],
+    );
+}

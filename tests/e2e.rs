@@ -495,6 +495,39 @@ fn two_build_processes_at_once_share_the_store() {
 }
 
 #[test]
+fn two_build_processes_of_one_project_take_turns() {
+    require_base();
+    let name = unique("same-project");
+    // An empty option value must reach Nix as one (empty) argument.
+    let dir = project(
+        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\nnix-options = {{ substituters = \"\", max-jobs = \"1\" }}\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"),
+        &[("default.nix", &tiny_expression(&name))],
+    );
+    let _guard = ImageGuard(vec![format!("{name}:latest")]);
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new(nixpack_bin())
+                .arg("build")
+                .current_dir(dir.path())
+                .env("NO_COLOR", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    assert!(rt()
+        .block_on(docker().inspect_image(&format!("{name}:latest")))
+        .is_ok());
+    let lock = std::fs::read_to_string(dir.path().join("nixpack.lock")).unwrap();
+    assert_eq!(lock.matches("[[image]]").count(), 1, "{lock}");
+}
+
+#[test]
 fn an_unreachable_engine_is_one_clear_error() {
     let dir = project(
         "[project]\nname = \"t\"\n[[image]]\nname = \"x\"\nexpression = \"default.nix\"\n",

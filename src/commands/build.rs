@@ -157,13 +157,22 @@ async fn build(
 async fn build_one(
     ctx: &Ctx<'_>,
     builder: &BuilderImage,
-    volume: &str,
+    store: &stages::store::Store,
     image: &Image,
     tag: bool,
 ) -> Result<Outcome, Error> {
     let dir = crate::outputs::image_dir(ctx.manifest, image);
+    let _turn = crate::outputs::lock_file(&dir.join(".lock"), || {
+        ctx.ui.log(&format!(
+            "{}: waiting for another nixpack building it",
+            image.reference()
+        ))
+    })
+    .await
+    .map_err(|e| Error::internal("locking the output folder", e))?;
     let t = Instant::now();
-    let (closure, nix_ran) = stages::nix::run(ctx, builder, volume, image, &dir).await?;
+    let volume = store.name.as_str();
+    let (closure, nix_ran) = stages::nix::run(ctx, builder, store, image, &dir).await?;
     let nix_time = t.elapsed();
     let t = Instant::now();
     let layers = stages::layers::prepare(image, &dir, &closure)?;
@@ -175,13 +184,33 @@ async fn build_one(
         (r, t.elapsed())
     };
     let assemble = async {
-        let r = stages::image::run(ctx, image, &dir, &closure, &layers, tag, &ready).await;
+        let r = stages::image::run(ctx, image, &dir, &closure, &layers, &ready).await;
         (r, t.elapsed())
     };
     let ((written, layers_time), (built, image_time)) = tokio::join!(produce, assemble);
-    // A layer failure explains an image failure, not the other way round.
-    let layers_written = written?;
+    // A layer failure explains an image failure, not the other way round;
+    // an image made over layers that then failed is not kept.
+    let layers_written = match written {
+        Ok(n) => n,
+        Err(e) => {
+            if let Some(b) = built.as_ref().ok().filter(|b| b.built) {
+                let _ = ctx.engine.remove_image(&b.id).await;
+            }
+            return Err(e);
+        }
+    };
     let built = built?;
+    // Every stage succeeded: now the tag may move.
+    if tag && built.built {
+        if let Err(e) = ctx
+            .engine
+            .tag(&built.id, image.name.as_str(), image.tag.as_str())
+            .await
+        {
+            let _ = ctx.engine.remove_image(&built.id).await;
+            return Err(Error::user(e));
+        }
+    }
     let outcome = Outcome {
         store_paths: closure.paths.len(),
         result: closure.result.to_string(),
@@ -258,6 +287,14 @@ async fn finish_lock(
     ui: &Ui,
 ) -> Result<(), Error> {
     let path = manifest.root.join(LOCK_NAME);
+    // Read, merge and write under a lock: a parallel `--image` build would
+    // otherwise drop this one's entries.
+    let _turn =
+        crate::outputs::lock_file(&crate::outputs::project_dir(manifest).join(".lock"), || {
+            ui.log("waiting for another nixpack writing nixpack.lock")
+        })
+        .await
+        .map_err(|e| Error::internal("locking nixpack.lock", e))?;
     let old_text = std::fs::read_to_string(&path).ok();
     let old = match old_text.as_deref().map(Lock::parse) {
         Some(Ok(l)) => Some(l),
@@ -288,6 +325,11 @@ async fn finish_lock(
             ));
         };
         if old_text != text {
+            // The images made for this build stay untagged: remove them
+            // (never forced, so an image still tagged elsewhere stays).
+            for l in done {
+                let _ = engine.remove_image(&l.image_id).await;
+            }
             return Err(Error::msg(
                 format!("the build would change nixpack.lock:\n{}", lock::diff(&old_text, &text)),
                 "if the change is intended, build without --locked and check in the new nixpack.lock; no image was tagged",

@@ -317,6 +317,14 @@ fn build(raw: RawManifest, text: &str, path: &Path, root: &Path) -> Check<Manife
         })?,
         None => ImageRef::parse(DEFAULT_BUILDER_FROM).expect("the default builder image parses"),
     };
+    // Without a tag the Engine would pull every tag of the repository.
+    let from = match (&from.tag, &from.digest) {
+        (None, None) => ImageRef {
+            tag: Some(Tag::parse("latest").expect("`latest` is a tag")),
+            ..from
+        },
+        _ => from,
+    };
     let mut nix_options = BTreeMap::new();
     for (k, v) in &raw.builder.nix_options {
         one_line(k, "a nix option name")?;
@@ -487,6 +495,20 @@ fn build(raw: RawManifest, text: &str, path: &Path, root: &Path) -> Check<Manife
                     "`{}` is first declared at line {line}; image names must be unique",
                     image.name
                 )),
+            );
+        }
+        // Names that differ only in `/` and `_` would share an output folder.
+        if let Some(other) = out.iter().find(|o: &&Image| o.slug() == image.slug()) {
+            return problem(
+                name_span,
+                format!(
+                    "image names `{}` and `{}` would share the output folder .nixpack/{}",
+                    other.name,
+                    image.name,
+                    image.slug()
+                ),
+                "clashes with an earlier image",
+                Some("rename one of them".into()),
             );
         }
         seen.insert(image.name.to_string(), name_span);
@@ -821,6 +843,20 @@ fn project_path(p: &Spanned<String>, root: &Path, what: &str) -> Check<String> {
             format!("the {what} path is empty"),
             "empty path",
             None,
+        );
+    }
+    if let Some(skipped) = NOT_SENT.iter().find(|d| parts[0] == **d) {
+        return problem(
+            p.span(),
+            format!(
+                "the {what} `{}` lies in `{skipped}/`, which nixpack does not send to the builder",
+                p.get_ref()
+            ),
+            "not sent to the builder",
+            Some(format!(
+                "move it out of `{skipped}/`; nixpack leaves {} out of what it sends",
+                NOT_SENT.join(", ")
+            )),
         );
     }
     Ok(parts.join("/"))

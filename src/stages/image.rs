@@ -1,15 +1,18 @@
-//! Stage `image`: the `FROM scratch` image, tagged `NAME:TAG`.
+//! Stage `image`: the `FROM scratch` image for `NAME:TAG`.
 //!
-//! Reads the layer tarballs and the scratch template; writes the image.
-//! The build context (Dockerfile + layers) is streamed from disk, never
-//! held in memory. The image carries its stage key as a label; when the
-//! tagged image already has this key, nothing is built. The tag is set
-//! only after a successful build, so a failure never leaves a tag on a
-//! half-made image.
+//! Reads the layer tarballs and the scratch template; writes the image
+//! (untagged: the build command tags it once every stage has succeeded,
+//! so a failure never leaves a tag on a half-made image).
+//!
+//! Normally nixpack assembles the image itself from its rendered scratch
+//! Dockerfile ([`crate::dockerfile`], [`crate::archive`]): the image id is
+//! then a pure function of layers and config, and "unchanged" means the
+//! tag already points at that id. An ejected template that needs the whole
+//! Dockerfile language goes to the Engine's builder instead, with a context
+//! streamed from disk and the stage key as a label for the same check.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-
 use std::sync::Arc;
 
 use super::layers::{Layers, Ready};
@@ -23,7 +26,7 @@ use crate::render::Template;
 /// Label holding the image stage's key.
 pub const KEY_LABEL: &str = "dev.nixpack.key";
 
-/// The tagged image.
+/// The image for `NAME:TAG`.
 #[derive(Debug, Clone)]
 pub struct Built {
     /// `NAME:TAG`.
@@ -38,16 +41,15 @@ pub struct Built {
     pub built: bool,
 }
 
-/// Builds and tags the image unless the tagged one already has this key.
-/// With `tag` false the image is made but `NAME:TAG` is left alone (for
-/// `--locked`, which tags only once the lock agrees).
+/// Makes the image unless `NAME:TAG` already is this image. It does not
+/// tag: the caller tags once every stage has succeeded (and, with
+/// `--locked`, once the lock agrees).
 pub async fn run(
     ctx: &Ctx<'_>,
     image: &Image,
     dir: &Path,
     closure: &Closure,
     layers: &Layers,
-    tag: bool,
     ready: &Arc<Ready>,
 ) -> Result<Built, Error> {
     let labels = BTreeMap::from([
@@ -96,7 +98,7 @@ pub async fn run(
                     None => format!("ADD {f} /"),
                 })
                 .collect();
-            assemble(ctx, image, dir, &recipe, &notes, tag, ready).await
+            assemble(ctx, image, dir, &recipe, &notes, ready).await
         }
         Err(why) => {
             if ctx.ui.verbose() > 0 {
@@ -109,7 +111,7 @@ pub async fn run(
                 .await
                 .map_err(|e| Error::internal("waiting for layers", e))?
                 .map_err(|e| Error::internal("waiting for layers", e))?;
-            docker_build(ctx, image, dir, &dockerfile, &entries, tag).await
+            docker_build(ctx, image, dir, &dockerfile, &entries).await
         }
     }
 }
@@ -125,7 +127,6 @@ async fn assemble(
     dir: &Path,
     recipe: &crate::dockerfile::Recipe,
     notes: &[String],
-    tag: bool,
     ready: &Arc<Ready>,
 ) -> Result<Built, Error> {
     let reference = image.reference();
@@ -194,44 +195,29 @@ async fn assemble(
     crate::outputs::write_atomic(&dir.join("image-config.json"), &config)
         .map_err(|e| Error::internal("writing image-config.json", e))?;
     if engine_id != image_id {
+        let _ = ctx.engine.remove_image(&engine_id).await;
         return Err(Error::internal(
             "loading the image",
             format!("the engine computed {engine_id}, nixpack {image_id}"),
         ));
     }
-    finish(ctx, image, image_id, tag, stage).await
+    finish(ctx, image, image_id, stage).await
 }
 
-/// Tags the new image (unless `tag` is false), reads its size and layers,
-/// and ends the stage. An image that cannot be tagged is removed.
+/// Reads the new image's size and layers and ends the stage.
 async fn finish(
     ctx: &Ctx<'_>,
     image: &Image,
     id: String,
-    tag: bool,
     stage: crate::ui::Stage,
 ) -> Result<Built, Error> {
-    if tag {
-        if let Err(e) = ctx
-            .engine
-            .tag(&id, image.name.as_str(), image.tag.as_str())
-            .await
-        {
-            let _ = ctx.engine.remove_image(&id).await;
-            return Err(Error::user(e));
-        }
-    }
     let facts = ctx
         .engine
         .inspect_image(&id)
         .await
         .map_err(Error::user)?
         .ok_or_else(|| Error::internal("inspecting the new image", "it vanished"))?;
-    stage.done(if tag {
-        "tagged"
-    } else {
-        "made (not tagged yet)"
-    });
+    stage.done("made");
     Ok(Built {
         reference: image.reference(),
         id,
@@ -346,7 +332,6 @@ async fn docker_build(
     dir: &Path,
     dockerfile: &str,
     entries: &[crate::render::LayerEntry],
-    tag: bool,
 ) -> Result<Built, Error> {
     let files: Vec<String> = entries.iter().map(|e| e.file.clone()).collect();
     let key = key(&[dockerfile.as_bytes(), files.join("\n").as_bytes()]);
@@ -408,5 +393,5 @@ async fn docker_build(
                 ),
             )
         })?;
-    finish(ctx, image, id, tag, stage).await
+    finish(ctx, image, id, stage).await
 }

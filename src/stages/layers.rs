@@ -76,7 +76,8 @@ pub fn prepare(image: &Image, dir: &Path, closure: &Closure) -> Result<Layers, E
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let base = name.strip_suffix(".diffid").unwrap_or(&name);
-            if !keep.contains(base) {
+            // `.tmp…` files are layers still arriving (maybe for another nixpack).
+            if !keep.contains(base) && !name.starts_with(".tmp") {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -105,7 +106,9 @@ pub struct Ready {
 #[derive(Default)]
 struct ReadyState {
     done: BTreeSet<String>,
-    failed: bool,
+    /// No more layers will come (the producer finished, failed or was
+    /// dropped by Ctrl-C).
+    closed: bool,
 }
 
 impl Ready {
@@ -118,13 +121,14 @@ impl Ready {
         self.changed.notify_all();
     }
 
-    /// Wakes every waiter with an error: no more layers will come.
-    pub fn fail(&self) {
-        self.state.lock().expect("ready lock").failed = true;
+    /// Wakes every waiter: what is not complete now never will be.
+    pub fn close(&self) {
+        self.state.lock().expect("ready lock").closed = true;
         self.changed.notify_all();
     }
 
-    /// Blocks until `path` is complete (true at once if it is on disk).
+    /// Blocks until `path` is complete (at once if it is on disk); an error
+    /// once the producer has closed without writing it.
     pub fn wait(&self, path: &Path) -> std::io::Result<()> {
         let name = path
             .file_name()
@@ -135,17 +139,29 @@ impl Ready {
             if state.done.contains(&name) || path.is_file() {
                 return Ok(());
             }
-            if state.failed {
-                return Err(std::io::Error::other(format!("{name} was not written")));
+            if state.closed {
+                return Err(std::io::Error::other(format!(
+                    "the layer {name} was not written"
+                )));
             }
             state = self.changed.wait(state).expect("ready lock");
         }
     }
 }
 
+/// Closes a [`Ready`] however `produce` ends — also when its future is
+/// dropped on Ctrl-C, so a waiting image stage never hangs.
+struct CloseOnDrop<'a>(&'a Ready);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
 /// Writes the missing layer tarballs: one builder container streams them
 /// out, in plan order, and each is marked in `ready` as it completes.
-/// Returns how many were written. On failure `ready` is failed too.
+/// Returns how many were written. Whatever happens, `ready` is closed.
 pub async fn produce(
     ctx: &Ctx<'_>,
     builder: &BuilderImage,
@@ -154,11 +170,8 @@ pub async fn produce(
     layers: &Layers,
     ready: &Ready,
 ) -> Result<usize, Error> {
-    let result = produce_inner(ctx, builder, volume, image, layers, ready).await;
-    if result.is_err() {
-        ready.fail();
-    }
-    result
+    let _close = CloseOnDrop(ready);
+    produce_inner(ctx, builder, volume, image, layers, ready).await
 }
 
 async fn produce_inner(
@@ -220,6 +233,12 @@ async fn produce_inner(
     };
     let mut tail = Vec::new();
     let mut receiver = Receiver::new(&layers.layers_dir, layers.missing.iter().cloned().collect());
+    // A failed run may have finished some files: do not trust them.
+    let discard = |done: &[String]| {
+        for f in done {
+            let _ = std::fs::remove_file(layers.layers_dir.join(f));
+        }
+    };
     let code = ctx
         .engine
         .run_attached(
@@ -238,14 +257,21 @@ async fn produce_inner(
             },
         )
         .await
-        .map_err(Error::user)?;
+        .map_err(|e| {
+            discard(&receiver.done);
+            Error::user(e)
+        })?;
     if code != 0 {
+        discard(&receiver.done);
         return Err(Error::msg(
             format!(
                 "writing layers for `{name}` failed (exit {code}):\n    {}",
                 tail.join("\n    ")
             ),
-            "the builder needs GNU tar; check the entrypoint template if you override it",
+            format!(
+                "the builder needs GNU tar and every store path of the closure{}",
+                super::entrypoint_note(ctx)
+            ),
         ));
     }
     let written = receiver
@@ -309,7 +335,7 @@ impl Incoming {
                 ));
             }
             self.write(&chunk[..n])?;
-            return Ok((n, self.total % RECORD == 0));
+            return Ok((n, self.total.is_multiple_of(RECORD)));
         }
         if self.skip > 0 {
             let n = self.skip.min(chunk.len() as u64) as usize;
@@ -328,7 +354,7 @@ impl Incoming {
             self.zero_blocks += 1;
             if self.zero_blocks == 2 {
                 self.padding = true;
-                return Ok((n, self.total % RECORD == 0));
+                return Ok((n, self.total.is_multiple_of(RECORD)));
             }
             return Ok((n, false));
         }

@@ -56,3 +56,15 @@ pub fn source_date_epoch() -> u64 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1)
 }
+
+/// For an error in the builder container: names the entrypoint override,
+/// when the project has one, as the script that ran.
+pub fn entrypoint_note(ctx: &Ctx<'_>) -> String {
+    match &ctx.manifest.builder.templates.entrypoint {
+        Some(p) => format!(
+            "; the builder ran your entrypoint override `{}` (stage nix/layers)",
+            p.display()
+        ),
+        None => String::new(),
+    }
+}

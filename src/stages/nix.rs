@@ -17,15 +17,12 @@ use crate::engine::RunSpec;
 use crate::error::Error;
 use crate::manifest::{Image, Nixpkgs};
 
-/// Outputs and version-control folders, never sent to the builder.
-const SKIP: &[&str] = &[".nixpack", ".git", "target", "node_modules", "nixpack.lock"];
-
 /// Runs nix-build for `image` unless its key is unchanged; returns the
 /// closure and whether work was done.
 pub async fn run(
     ctx: &Ctx<'_>,
     builder: &BuilderImage,
-    volume: &str,
+    store: &super::store::Store,
     image: &Image,
     dir: &Path,
 ) -> Result<(Closure, bool), Error> {
@@ -33,7 +30,16 @@ pub async fn run(
         .map_err(|e| Error::internal("packing the project for the builder", e))?;
     let env = environment(ctx, image);
     let env_bytes = env.join("\n");
-    let key = key(&[builder.id.as_bytes(), &project, env_bytes.as_bytes()]);
+    // The store is part of the key: a volume removed and made again no
+    // longer holds the closure, however unchanged the project is.
+    let store_id = format!("{}@{}", store.name, store.created_at);
+    let key = key(&[
+        builder.id.as_bytes(),
+        store_id.as_bytes(),
+        &project,
+        env_bytes.as_bytes(),
+    ]);
+    let volume = store.name.as_str();
     let key_file = dir.join("nix.key");
     if std::fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
         if let Some(Ok(closure)) = crate::outputs::read_closure(dir) {
@@ -93,8 +99,9 @@ pub async fn run(
                 indent(&tail)
             ),
             format!(
-                "the whole log is in {}; no image was tagged",
-                log_path.display()
+                "the whole log is in {}; no image was tagged{}",
+                log_path.display(),
+                super::entrypoint_note(ctx)
             ),
         ));
     }
@@ -231,7 +238,7 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<(
         let name = entry.file_name();
         let child = rel.join(&name);
         let ft = entry.file_type()?;
-        if rel.as_os_str().is_empty() && SKIP.iter().any(|s| name == *s) {
+        if rel.as_os_str().is_empty() && crate::manifest::NOT_SENT.iter().any(|s| name == *s) {
             continue;
         }
         // `result` links from a local nix-build point into a store the
