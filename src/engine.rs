@@ -140,6 +140,9 @@ pub struct RunSpec<'a> {
     pub env: Vec<String>,
     /// Named volumes: (volume, mount point).
     pub volumes: Vec<(String, String)>,
+    /// Host folders: (host path, mount point). Only a fast path for a local
+    /// engine: callers must work without them (see [`Engine::is_local`]).
+    pub binds: Vec<(String, String)>,
     /// Tar archives to unpack at `/` before the container starts.
     pub uploads: Vec<Vec<u8>>,
     /// Labels for the container (so a stray one can be found).
@@ -185,6 +188,14 @@ impl Engine {
             .await
             .map_err(api("asking the engine's version"))?;
         Ok(v.arch.unwrap_or_else(|| "amd64".to_owned()))
+    }
+
+    /// Whether the engine may share this machine's filesystem: a local
+    /// socket, and no `NIXPACK_NO_BIND_MOUNT` in the environment. Only a
+    /// hint: a bind mount must still be proven (a forwarded socket looks
+    /// local).
+    pub fn is_local(&self) -> bool {
+        self.host.starts_with("unix://") && std::env::var_os("NIXPACK_NO_BIND_MOUNT").is_none()
     }
 
     /// The raw client, for the few calls that are used in one place only.
@@ -475,6 +486,12 @@ impl Engine {
                 typ: Some(MountType::VOLUME),
                 ..Default::default()
             })
+            .chain(spec.binds.iter().map(|(host, at)| Mount {
+                source: Some(host.clone()),
+                target: Some(at.clone()),
+                typ: Some(MountType::BIND),
+                ..Default::default()
+            }))
             .collect();
         let port_bindings = ports
             .iter()

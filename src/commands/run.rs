@@ -47,6 +47,7 @@ pub fn run(manifest: Manifest, args: &RunArgs, ui: Ui) -> Result<(), Error> {
             volumes: vec![],
             uploads: vec![],
             labels: HashMap::from([("dev.nixpack.run".to_owned(), reference.clone())]),
+            binds: vec![],
             raw_stdout: false,
         };
         let id = engine

@@ -231,12 +231,40 @@ async fn produce_inner(
             ("dev.nixpack.stage".to_owned(), "layers".to_owned()),
             ("dev.nixpack.image".to_owned(), name.clone()),
         ]),
+        binds: vec![],
         raw_stdout: true,
     };
+    // A local engine may write the layers straight into our folder: offer
+    // a bind mount, and a marker file the builder must see to use it.
+    let mut spec = spec;
+    let marker = format!(
+        ".nixpack-bind-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let marker_path = layers.layers_dir.join(&marker);
+    if ctx.engine.is_local() && std::fs::write(&marker_path, b"").is_ok() {
+        if let Some(dir) = std::path::absolute(&layers.layers_dir)
+            .ok()
+            .and_then(|d| d.to_str().map(str::to_owned))
+        {
+            spec.binds.push((dir, "/nixpack/layers".into()));
+            spec.env.push("NIXPACK_LAYERS_DIR=/nixpack/layers".into());
+            spec.env.push(format!("NIXPACK_LAYERS_MARKER={marker}"));
+            spec.env.push(format!("NIXPACK_OWNER={}", owner()));
+        }
+    }
+    let spec = spec;
     let mut tail = Vec::new();
     let mut receiver = Receiver::new(&layers.layers_dir, layers.missing.iter().cloned().collect());
     // A failed run may have finished some files: do not trust them.
     let discard = |done: &[String]| {
+        let _ = std::fs::remove_file(&marker_path);
+        for f in &layers.missing {
+            let _ = std::fs::remove_file(layers.layers_dir.join(format!(".tmp-{f}")));
+        }
         for f in done {
             let _ = std::fs::remove_file(layers.layers_dir.join(f));
         }
@@ -276,11 +304,24 @@ async fn produce_inner(
             ),
         ));
     }
+    let _ = std::fs::remove_file(&marker_path);
     let written = receiver
         .finish()
         .map_err(|e| Error::internal("receiving layers from the builder", e))?;
     stage.done("written");
     Ok(written.len())
+}
+
+/// `uid:gid` of this process, for files a local builder writes for us.
+fn owner() -> String {
+    use std::os::unix::fs::MetadataExt;
+    // A file we just made is ours; failing that, root.
+    let probe = std::env::temp_dir().join(format!(".nixpack-owner-{}", std::process::id()));
+    let owner = std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::metadata(&probe))
+        .map_or("0:0".to_owned(), |m| format!("{}:{}", m.uid(), m.gid()));
+    let _ = std::fs::remove_file(&probe);
+    owner
 }
 
 /// Reads the builder's layer stream — a line `NIXPACK-LAYER <file>`, then
@@ -442,6 +483,10 @@ impl Receiver {
                     chunk = &chunk[nl + 1..];
                     let line =
                         String::from_utf8_lossy(&std::mem::take(&mut self.line)).into_owned();
+                    if let Some(name) = line.strip_prefix("NIXPACK-LAYER-FILE ") {
+                        self.adopt(name)?;
+                        continue;
+                    }
                     let Some(name) = line.strip_prefix("NIXPACK-LAYER ") else {
                         return Err(std::io::Error::other(format!(
                             "unexpected output from the builder: {line:?}"
@@ -468,6 +513,28 @@ impl Receiver {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A layer the builder wrote straight into the folder (bind mount) as
+    /// `.tmp-<name>`: hash it, then give it its name.
+    fn adopt(&mut self, name: &str) -> std::io::Result<()> {
+        if !self.expected.contains(name) {
+            return Err(std::io::Error::other(format!(
+                "the builder wrote a layer nobody asked for: {name}"
+            )));
+        }
+        let tmp = self.dir.join(format!(".tmp-{name}"));
+        let diff_id = crate::archive::diff_id(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(&tmp)?,
+        ))?;
+        crate::outputs::write_atomic(
+            &self.dir.join(format!("{name}.diffid")),
+            diff_id.0.as_bytes(),
+        )?;
+        std::fs::rename(&tmp, self.dir.join(name))?;
+        self.done.push(name.to_owned());
         Ok(())
     }
 
@@ -554,6 +621,20 @@ mod tests {
             let id = std::fs::read_to_string(dir.path().join("b.tar.diffid")).unwrap();
             assert_eq!(id, crate::archive::diff_id(&b[..]).unwrap().0);
         }
+    }
+
+    #[test]
+    fn adopts_a_layer_written_through_the_bind_mount() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = a_tar("a");
+        std::fs::write(dir.path().join(".tmp-a.tar"), &a).unwrap();
+        let mut r = Receiver::new(dir.path(), ["a.tar".to_owned()].into_iter().collect());
+        r.feed(b"NIXPACK-LAYER-FILE a.tar\n").unwrap();
+        assert_eq!(r.finish().unwrap(), vec!["a.tar"]);
+        assert_eq!(std::fs::read(dir.path().join("a.tar")).unwrap(), a);
+        assert!(!dir.path().join(".tmp-a.tar").exists());
+        let id = std::fs::read_to_string(dir.path().join("a.tar.diffid")).unwrap();
+        assert_eq!(id, crate::archive::diff_id(&a[..]).unwrap().0);
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub async fn run(
             ("dev.nixpack.stage".to_owned(), "nix".to_owned()),
             ("dev.nixpack.image".to_owned(), name.clone()),
         ]),
+        binds: vec![],
         raw_stdout: false,
     };
     let ui = ctx.ui.clone();

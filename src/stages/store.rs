@@ -115,6 +115,7 @@ async fn seed(ctx: &Ctx<'_>, builder: &BuilderImage, name: &str) -> Result<(), E
         volumes: vec![(name.to_owned(), "/nix".into())],
         uploads: vec![],
         labels: HashMap::from([("dev.nixpack.stage".to_owned(), "store".to_owned())]),
+        binds: vec![],
         raw_stdout: false,
     };
     let mut tail = Vec::new();
