@@ -175,17 +175,31 @@ async fn build_one(
     let nix_time = t.elapsed();
     let t = Instant::now();
     let layers = stages::layers::prepare(image, &dir, &closure)?;
-    // The image stage can stream each layer as soon as it is written, but on
-    // these 2-core machines running both at once measured slower (10.2 s
-    // against 6.4 s for a 1 GiB closure: the builder, the engine and nixpack
-    // compete for the cores), so the image stage starts when the layers are
-    // done; `ready` then only guards against a layer that never came.
+    // The image stage streams each layer to the engine as soon as it is
+    // written, so the two stages overlap: for a 1 GiB closure on a local
+    // engine, 4.7 s against 5.1 s one after the other. (With the layers
+    // streamed through nixpack instead of a bind mount, all of it on the
+    // same 2 cores, the overlap measured slower: 10.2 s against 6.4 s.)
     let ready = std::sync::Arc::new(stages::layers::Ready::default());
-    let layers_written =
-        stages::layers::produce(ctx, builder, volume, image, &layers, &ready).await?;
-    let layers_time = t.elapsed();
-    let built = stages::image::run(ctx, image, &dir, &closure, &layers, &ready).await?;
+    let produce = async {
+        let r = stages::layers::produce(ctx, builder, volume, image, &layers, &ready).await;
+        (r, t.elapsed())
+    };
+    let assemble = stages::image::run(ctx, image, &dir, &closure, &layers, &ready);
+    let ((written, layers_time), built) = tokio::join!(produce, assemble);
     let image_time = t.elapsed();
+    // A layer failure explains an image failure, not the other way round;
+    // an image made over layers that then failed is not kept.
+    let layers_written = match written {
+        Ok(n) => n,
+        Err(e) => {
+            if let Some(b) = built.as_ref().ok().filter(|b| b.built) {
+                let _ = ctx.engine.remove_image(&b.id).await;
+            }
+            return Err(e);
+        }
+    };
+    let built = built?;
     // Every stage succeeded: now the tag may move.
     if tag && built.built {
         if let Err(e) = ctx

@@ -7,10 +7,8 @@
 //! is written here in Rust. Files no longer in the plan are removed.
 //!
 //! [`prepare`] plans; [`produce`] writes, marking each finished file in a
-//! [`Ready`]. The image stage waits on it for each layer, so it could load
-//! the image while later layers are still arriving; `nixpack build` runs
-//! the two one after the other all the same, because on 2 cores the
-//! overlap measured slower.
+//! [`Ready`], so the image stage can load the image while later layers are
+//! still arriving.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
