@@ -129,6 +129,7 @@ pub struct Engine {
 }
 
 /// What to run in a container.
+#[derive(Clone)]
 pub struct RunSpec<'a> {
     /// Image id or reference.
     pub image: &'a str,

@@ -254,7 +254,6 @@ async fn produce_inner(
             spec.env.push(format!("NIXPACK_OWNER={}", owner()));
         }
     }
-    let spec = spec;
     let mut tail = Vec::new();
     let mut receiver = Receiver::new(&layers.layers_dir, layers.missing.iter().cloned().collect());
     // A failed run may have finished some files: do not trust them.
@@ -267,28 +266,51 @@ async fn produce_inner(
             let _ = std::fs::remove_file(layers.layers_dir.join(f));
         }
     };
-    let code = ctx
-        .engine
-        .run_attached(
-            &spec,
-            |chunk| {
-                let before = receiver.done.len();
-                receiver.feed(&chunk)?;
-                for f in &receiver.done[before..] {
-                    ready.mark(f);
-                }
-                Ok(())
+    // An engine that cannot mount our folder (a socket forwarded from
+    // another machine) fails to create the container: then the portable way.
+    let offered_bind = !spec.binds.is_empty();
+    let attempts = if offered_bind {
+        vec![
+            spec.clone(),
+            RunSpec {
+                binds: vec![],
+                ..spec
             },
-            |l| {
-                stage.message(l);
-                tail.push(l.to_owned());
-            },
-        )
-        .await
-        .map_err(|e| {
-            discard(&receiver.done);
-            Error::user(e)
-        })?;
+        ]
+    } else {
+        vec![spec]
+    };
+    let mut result = None;
+    for attempt in &attempts {
+        let r = ctx
+            .engine
+            .run_attached(
+                attempt,
+                |chunk| {
+                    let before = receiver.done.len();
+                    receiver.feed(&chunk)?;
+                    for f in &receiver.done[before..] {
+                        ready.mark(f);
+                    }
+                    Ok(())
+                },
+                |l| {
+                    stage.message(l);
+                    tail.push(l.to_owned());
+                },
+            )
+            .await;
+        let retry = matches!(&r, Err(crate::engine::EngineError::Api { action, .. }) if action.starts_with("creating a container"));
+        result = Some(r);
+        if !retry {
+            break;
+        }
+    }
+    let result = result.expect("at least one attempt");
+    let code = result.map_err(|e| {
+        discard(&receiver.done);
+        Error::user(e)
+    })?;
     if code != 0 {
         discard(&receiver.done);
         return Err(Error::msg(
