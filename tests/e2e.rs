@@ -94,6 +94,12 @@ fn project(manifest: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// A manifest with one image `name` built from `default.nix` on the
+/// offline base; `builder` and `image` add lines to those tables.
+fn one_image(name: &str, builder: &str, image: &str) -> String {
+    format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n{builder}[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n{image}")
+}
+
 /// A derivation with a `bin/` and a `share/`, unique per `nonce`.
 fn tiny_expression(nonce: &str) -> String {
     format!(
@@ -346,7 +352,10 @@ fn example_builds_runs_and_answers_over_http() {
 fn a_rebuild_with_nothing_changed_starts_no_container() {
     require_base();
     let name = unique("unchanged");
-    let dir = project(&format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"), &[("default.nix", &tiny_expression(&name))]);
+    let dir = project(
+        &one_image(&name, "", ""),
+        &[("default.nix", &tiny_expression(&name))],
+    );
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
     let out = nixpack(dir.path(), &["build"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -390,7 +399,7 @@ fn a_failing_expression_exits_non_zero_and_leaves_nothing_behind() {
     require_base();
     let name = unique("failing");
     let expr = r#"builtins.derivation { name = "fails"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo nixpack-test-about-to-fail; exit 3" ]; }"#;
-    let dir = project(&format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"), &[("default.nix", expr)]);
+    let dir = project(&one_image(&name, "", ""), &[("default.nix", expr)]);
     let out = nixpack(dir.path(), &["build"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -418,8 +427,11 @@ fn a_broken_scratch_override_names_the_stage_and_the_file() {
     let template =
         "FROM scratch\n{{#each layers}}ADD {{this.file}} /\n{{/each}}RUN /no/such/program\n";
     let dir = project(
-        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[builder.templates]\nscratch = \"broken.hbs\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"),
-        &[("default.nix", &tiny_expression(&name)), ("broken.hbs", template)],
+        &one_image(&name, "[builder.templates]\nscratch = \"broken.hbs\"\n", ""),
+        &[
+            ("default.nix", &tiny_expression(&name)),
+            ("broken.hbs", template),
+        ],
     );
     let out = nixpack(dir.path(), &["build"]);
     let err = text(&out.stderr);
@@ -465,7 +477,12 @@ fn two_build_processes_at_once_share_the_store() {
     let names = [unique("proc-a"), unique("proc-b")];
     let dirs: Vec<_> = names
         .iter()
-        .map(|n| project(&format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{n}\"\nexpression = \"default.nix\"\n"), &[("default.nix", &tiny_expression(n))]))
+        .map(|n| {
+            project(
+                &one_image(n, "", ""),
+                &[("default.nix", &tiny_expression(n))],
+            )
+        })
         .collect();
     let _guard = ImageGuard(names.iter().map(|n| format!("{n}:latest")).collect());
     let children: Vec<_> = dirs
@@ -500,7 +517,11 @@ fn two_build_processes_of_one_project_take_turns() {
     let name = unique("same-project");
     // An empty option value must reach Nix as one (empty) argument.
     let dir = project(
-        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\nnix-options = {{ substituters = \"\", max-jobs = \"1\" }}\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"),
+        &one_image(
+            &name,
+            "nix-options = { substituters = \"\", max-jobs = \"1\" }\n",
+            "",
+        ),
         &[("default.nix", &tiny_expression(&name))],
     );
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
@@ -673,7 +694,7 @@ fn layer_digests(dir: &Path) -> BTreeMap<String, String> {
 
 fn tricky_project(name: &str, volume: &str) -> tempfile::TempDir {
     project(
-        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\nstore-volume = \"{volume}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"),
+        &one_image(name, &format!("store-volume = \"{volume}\"\n"), ""),
         &[("default.nix", TRICKY)],
     )
 }
@@ -839,7 +860,7 @@ fn rebuilding_from_scratch_gives_identical_diff_ids_and_image_id() {
     require_base();
     let name = unique("repro");
     let dir = project(
-        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\nlayers = 2\n"),
+        &one_image(&name, "", "layers = 2\n"),
         &[("default.nix", &tiny_expression(&name))],
     );
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
@@ -873,7 +894,7 @@ fn locked_fails_on_a_changed_expression_and_tags_nothing() {
     require_base();
     let name = unique("locked");
     let dir = project(
-        &format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"),
+        &one_image(&name, "", ""),
         &[("default.nix", &tiny_expression(&name))],
     );
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
