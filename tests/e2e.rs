@@ -30,6 +30,13 @@ fn nixpack(dir: &Path, args: &[&str]) -> Output {
         .expect("nixpack runs")
 }
 
+/// `nixpack build` in `dir`, which must succeed; returns its output.
+fn build_ok(dir: &Path) -> Output {
+    let out = nixpack(dir, &["build"]);
+    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+    out
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -226,8 +233,7 @@ fn example_builds_runs_and_answers_over_http() {
     let reference = format!("{name}:latest");
     let _guard = ImageGuard(vec![reference.clone()]);
 
-    let out = nixpack(dir.path(), &["build"]);
-    assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
+    let out = build_ok(dir.path());
     assert!(
         text(&out.stdout).contains(&reference),
         "the summary names the image:\n{}",
@@ -357,16 +363,14 @@ fn a_rebuild_with_nothing_changed_starts_no_container() {
         &[("default.nix", &tiny_expression(&name))],
     );
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
-    let out = nixpack(dir.path(), &["build"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    build_ok(dir.path());
     let first = rt()
         .block_on(docker().inspect_image(&format!("{name}:latest")))
         .unwrap()
         .id;
 
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let out = nixpack(dir.path(), &["build"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = build_ok(dir.path());
     assert!(
         text(&out.stdout).contains("unchanged"),
         "{}",
@@ -864,8 +868,7 @@ fn rebuilding_from_scratch_gives_identical_diff_ids_and_image_id() {
         &[("default.nix", &tiny_expression(&name))],
     );
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
-    let out = nixpack(dir.path(), &["build"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    build_ok(dir.path());
     let first = rt()
         .block_on(docker().inspect_image(&format!("{name}:latest")))
         .unwrap();
@@ -876,8 +879,7 @@ fn rebuilding_from_scratch_gives_identical_diff_ids_and_image_id() {
         .build();
     rt().block_on(docker().remove_image(&format!("{name}:latest"), Some(opts), None))
         .unwrap();
-    let out = nixpack(dir.path(), &["build"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    build_ok(dir.path());
     let second = rt()
         .block_on(docker().inspect_image(&format!("{name}:latest")))
         .unwrap();
@@ -898,8 +900,7 @@ fn locked_fails_on_a_changed_expression_and_tags_nothing() {
         &[("default.nix", &tiny_expression(&name))],
     );
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
-    let out = nixpack(dir.path(), &["build"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    build_ok(dir.path());
     let lock = std::fs::read_to_string(dir.path().join("nixpack.lock")).unwrap();
     assert!(lock.contains(&format!("name = \"{name}\"")), "{lock}");
     let out = nixpack(dir.path(), &["build", "--locked"]);

@@ -8,6 +8,8 @@
 //! tables and keys, with plausible and implausible values), the same with
 //! random edits to the text (syntax errors anywhere), and raw strings.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -409,17 +411,7 @@ fn accepted(m: &Manifest) -> Result<(), TestCaseError> {
             continue;
         };
         if m.builder.templates.scratch.is_none() {
-            let known = [
-                "FROM ",
-                "ADD ",
-                "ENV ",
-                "EXPOSE ",
-                "WORKDIR ",
-                "USER ",
-                "LABEL ",
-                "ENTRYPOINT ",
-                "CMD ",
-            ];
+            let known = common::SCRATCH_INSTRUCTIONS;
             for line in scratch
                 .lines()
                 .filter(|l| !l.is_empty() && !l.starts_with('#'))

@@ -183,17 +183,7 @@ ALL = "\" \\ $ ' `"
     insta::assert_snapshot!("injection__scratch.Dockerfile", scratch);
 
     // Every line is a comment or one of the instructions the template writes.
-    let known = [
-        "FROM ",
-        "ADD ",
-        "ENV ",
-        "EXPOSE ",
-        "WORKDIR ",
-        "USER ",
-        "LABEL ",
-        "ENTRYPOINT ",
-        "CMD ",
-    ];
+    let known = common::SCRATCH_INSTRUCTIONS;
     for line in scratch
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

@@ -82,3 +82,17 @@ pub fn example_project() -> tempfile::TempDir {
     }
     dir
 }
+
+/// The instructions the built-in scratch template writes: any other line
+/// (besides comments) in a rendered scratch.Dockerfile is an injection.
+pub const SCRATCH_INSTRUCTIONS: [&str; 9] = [
+    "FROM ",
+    "ADD ",
+    "ENV ",
+    "EXPOSE ",
+    "WORKDIR ",
+    "USER ",
+    "LABEL ",
+    "ENTRYPOINT ",
+    "CMD ",
+];
