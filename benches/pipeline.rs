@@ -12,7 +12,9 @@
 //!   **no change**, **one leaf changed** and **the base changed**.
 //!
 //! Run: `cargo bench --bench pipeline` (`NIXPACK_BENCH_MIB=256` for a
-//! smaller closure). Needs the offline builder base (scripts/make-builder-base).
+//! smaller closure, `NIXPACK_BENCH_DIR=/some/dir` to keep the synthetic
+//! project for single runs). Needs the offline builder base
+//! (scripts/make-builder-base).
 //! Writes the table to stdout and to target/bench/pipeline.md.
 
 use std::collections::BTreeSet;
@@ -125,8 +127,10 @@ fn expression(nodes: &[Node], seeds: &[(&str, u32)]) -> String {
 
 fn nixpack(dir: &Path) -> Duration {
     let t = Instant::now();
+    let verbose = std::env::var_os("NIXPACK_BENCH_VERBOSE").is_some();
     let out = Command::new(env!("CARGO_BIN_EXE_nixpack"))
         .args(["build"])
+        .args(verbose.then_some("-v"))
         .current_dir(dir)
         .env("NO_COLOR", "1")
         .output()
@@ -136,9 +140,12 @@ fn nixpack(dir: &Path) -> Duration {
         "nixpack build failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    if std::env::var_os("NIXPACK_BENCH_VERBOSE").is_some() {
+    if verbose {
         let err = String::from_utf8_lossy(&out.stderr);
-        for line in err.lines().filter(|l| l.contains('(') && l.contains("s)")) {
+        for line in err
+            .lines()
+            .filter(|l| l.contains("s)") || l.contains("loaded") || l.contains("imported"))
+        {
             eprintln!("    {line}");
         }
     }
@@ -311,7 +318,10 @@ fn main() {
         .unwrap_or(1024);
     let nodes = graph(mib << 20);
     let work = tempfile::tempdir().unwrap();
-    let dir = work.path().join("project");
+    // NIXPACK_BENCH_DIR keeps the synthetic project there, to time or
+    // profile single `nixpack build` runs on it afterwards.
+    let dir = std::env::var_os("NIXPACK_BENCH_DIR")
+        .map_or_else(|| work.path().join("project"), PathBuf::from);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("nixpack.toml"), format!("[project]\nname = \"bench\"\n[builder]\nfrom = \"nixpack-base:bookworm\"\n[[image]]\nname = \"{IMAGE}\"\nexpression = \"default.nix\"\n")).unwrap();
     std::fs::write(dir.join("default.nix"), expression(&nodes, &[])).unwrap();
