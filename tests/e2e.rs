@@ -891,6 +891,79 @@ fn rebuilding_from_scratch_gives_identical_diff_ids_and_image_id() {
     assert_eq!(first.id, second.id, "same image id");
 }
 
+/// The bottom layer goes in through the import endpoint and the rest link
+/// by link: every image made on the way is gone afterwards, and the image
+/// is the one nixpack computed.
+#[test]
+fn images_made_on_the_way_are_removed() {
+    require_base();
+    let name = unique("links");
+    // Three store paths, each referring to the one below.
+    let expression = format!(
+        r#"let
+  step = name: below: builtins.derivation {{
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" "/bin/mkdir -p $out/bin; echo {name} ${{below}} > $out/below" ];
+  }};
+in step "top" (step "middle" (step "bottom" ""))
+"#
+    );
+    let dir = project(
+        &one_image(&name, "", "layers = 3\n"),
+        &[("default.nix", &expression)],
+    );
+    let _guard = ImageGuard(vec![format!("{name}:latest")]);
+    let out = nixpack(dir.path(), &["build", "-v"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = text(&out.stderr);
+    assert!(
+        log.contains("imported the bottom layer"),
+        "the bottom layer went in on its own: {log}"
+    );
+    assert!(log.contains("loaded layers"), "{log}");
+    // What this build made on the way carries the image's name: a comment
+    // on the imported layer, a label on partial images. None is left.
+    let d = docker();
+    let all = rt()
+        .block_on(
+            d.list_images(Some(
+                bollard::query_parameters::ListImagesOptionsBuilder::default()
+                    .all(true)
+                    .build(),
+            )),
+        )
+        .unwrap();
+    for summary in all {
+        let Ok(i) = rt().block_on(d.inspect_image(&summary.id)) else {
+            continue; // (another test's image, gone meanwhile)
+        };
+        let comment = i.comment.clone().unwrap_or_default();
+        let partial = i
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get("dev.nixpack.partial").cloned())
+            .unwrap_or_default();
+        assert!(
+            !comment.contains(&name) && !partial.contains(&name),
+            "left behind: {} ({comment}{partial})",
+            summary.id
+        );
+    }
+    let image = rt()
+        .block_on(d.inspect_image(&format!("{name}:latest")))
+        .unwrap();
+    let lock = std::fs::read_to_string(dir.path().join("nixpack.lock")).unwrap();
+    let id = image.id.unwrap();
+    assert!(lock.contains(&id), "the lock records the image id {id}");
+    assert_eq!(
+        image.root_fs.unwrap().layers.unwrap().len(),
+        4,
+        "3 layers + the conventions"
+    );
+}
+
 #[test]
 fn locked_fails_on_a_changed_expression_and_tags_nothing() {
     require_base();
