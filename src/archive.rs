@@ -135,31 +135,6 @@ pub fn config_json(
     (bytes, id)
 }
 
-/// Label of the images nixpack makes on the way to the real one (see
-/// [`partial_config_json`]); its value tells one build's from another's.
-pub const PARTIAL_LABEL: &str = "dev.nixpack.partial";
-
-/// The config of an image that only holds the bottom layers of the real
-/// one while it is loaded link by link: just the layers, and a label whose
-/// value (`nonce`) makes the image this build's own, so no other build
-/// removes or relies on it.
-pub fn partial_config_json(
-    diff_ids: &[DiffId],
-    architecture: &str,
-    nonce: &str,
-) -> (Vec<u8>, String) {
-    let config = serde_json::json!({
-        "architecture": architecture,
-        "config": { "Labels": { PARTIAL_LABEL: nonce } },
-        "created": rfc3339(1),
-        "os": "linux",
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-    });
-    let bytes = serde_json::to_vec(&config).expect("config serializes");
-    let id = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
-    (bytes, id)
-}
-
 /// `manifest.json` of a docker-archive with one untagged image.
 pub fn manifest_json(config_file: &str, diff_ids: &[DiffId]) -> Vec<u8> {
     let layers: Vec<String> = diff_ids
@@ -219,17 +194,6 @@ mod tests {
         assert_eq!((a, id_a.clone()), (b, id_b));
         let (_, other) = config_json(&recipe, &ids, &notes, "amd64", 2);
         assert_ne!(id_a, other, "the created time is part of the id");
-    }
-
-    #[test]
-    fn partial_images_are_each_builds_own() {
-        let ids = [diff_id(&b"layer"[..]).unwrap()];
-        let (a, id_a) = partial_config_json(&ids, "amd64", "one");
-        let (_, id_b) = partial_config_json(&ids, "amd64", "two");
-        assert_ne!(id_a, id_b);
-        let v: serde_json::Value = serde_json::from_slice(&a).unwrap();
-        assert_eq!(v["rootfs"]["diff_ids"][0], ids[0].0.as_str());
-        assert_eq!(v["config"]["Labels"][PARTIAL_LABEL], "one");
     }
 
     #[test]

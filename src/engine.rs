@@ -92,7 +92,6 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 #[derive(Clone, Default)]
 pub struct Cleanup {
     containers: Arc<Mutex<Vec<String>>>,
-    images: Arc<Mutex<Vec<String>>>,
 }
 
 impl Cleanup {
@@ -110,30 +109,11 @@ impl Cleanup {
             .retain(|c| c != id);
     }
 
-    fn add_image(&self, id: &str) {
-        self.images
-            .lock()
-            .expect("cleanup lock")
-            .push(id.to_owned());
-    }
-
-    fn forget_image(&self, id: &str) {
-        self.images
-            .lock()
-            .expect("cleanup lock")
-            .retain(|c| c != id);
-    }
-
-    /// Force-removes every container still registered, then removes (not
-    /// forced) every helper image still registered.
+    /// Force-removes every container still registered.
     pub async fn run(&self, engine: &Engine) {
         let ids: Vec<String> = std::mem::take(&mut *self.containers.lock().expect("cleanup lock"));
         for id in ids {
             let _ = engine.remove_container(&id).await;
-        }
-        let ids: Vec<String> = std::mem::take(&mut *self.images.lock().expect("cleanup lock"));
-        for id in ids {
-            let _ = engine.remove_image(&id).await;
         }
     }
 }
@@ -220,9 +200,9 @@ impl Engine {
     }
 
     /// The client for requests whose body is a stream of unknown length
-    /// (a build context, an image archive, a layer): the engine answers
-    /// them only when the body has ended, so bollard's two-minute request
-    /// timeout would cut off a big closure. Ctrl-C still stops them.
+    /// (a build context, an image archive): the engine answers them only
+    /// when the body has ended, so bollard's two-minute request timeout
+    /// would cut off a big closure. Ctrl-C still stops them.
     fn uploading(&self) -> Docker {
         self.docker
             .clone()
@@ -390,90 +370,6 @@ impl Engine {
             action: "loading the image".into(),
             reason: "the engine reported no image id".into(),
         })
-    }
-
-    /// Imports one layer as an untagged single-layer image
-    /// (`POST /images/create?fromSrc=-`, what `docker import` does): the
-    /// engine unpacks the tar as it arrives, with no copy in between.
-    /// `comment` says what it is for; `write` produces the layer's bytes on
-    /// a blocking thread. Returns the
-    /// image id and the layer's DiffID as the engine computed it. The
-    /// image is registered for cleanup; the caller removes it.
-    pub async fn import_layer(
-        &self,
-        comment: &str,
-        write: impl FnOnce(ChannelWriter) -> std::io::Result<()> + Send + 'static,
-    ) -> Result<(String, String), EngineError> {
-        let (body, producer) = byte_body(write);
-        let opts = CreateImageOptionsBuilder::default()
-            .from_src("-")
-            .message(comment)
-            .build();
-        let docker = self.uploading();
-        let mut s = docker.create_image(Some(opts), Some(bollard::body_try_stream(body)), None);
-        let mut id = None;
-        let mut failure = None;
-        while let Some(item) = s.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(i) = info.status.filter(|t| t.starts_with("sha256:")) {
-                        id = Some(i);
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        if let Some(id) = &id {
-            self.cleanup.add_image(id);
-        }
-        let produced = producer.await;
-        let action = || "importing a layer".to_owned();
-        // The writer's own failure explains more than the engine's "unexpected
-        // EOF"; a writer the engine stopped reading explains nothing.
-        match produced {
-            Ok(Err(e)) if e.kind() != std::io::ErrorKind::BrokenPipe || failure.is_none() => {
-                return Err(EngineError::Api {
-                    action: action(),
-                    reason: e.to_string(),
-                });
-            }
-            _ => {}
-        }
-        if let Some(reason) = failure {
-            return Err(EngineError::Api {
-                action: action(),
-                reason,
-            });
-        }
-        let id = id.ok_or_else(|| EngineError::Api {
-            action: action(),
-            reason: "the engine reported no image id".into(),
-        })?;
-        let facts = self.inspect_image(&id).await?;
-        match facts.map(|f| f.layers) {
-            Some(layers) if layers.len() == 1 => Ok((id, layers[0].clone())),
-            other => Err(EngineError::Api {
-                action: action(),
-                reason: format!("the imported image has layers {other:?}"),
-            }),
-        }
-    }
-
-    /// Registers an image made only on the way (a partial image), so
-    /// that a failure or Ctrl-C removes it.
-    pub fn track_helper_image(&self, id: &str) {
-        self.cleanup.add_image(id);
-    }
-
-    /// Removes an image made only on the way (an imported layer, a partial
-    /// image), and forgets it for cleanup.
-    pub async fn remove_helper_image(&self, id: &str) -> Result<(), EngineError> {
-        let r = self.remove_image(id).await;
-        self.cleanup.forget_image(id);
-        r
     }
 
     /// Tags `id` as `repo:tag`.
@@ -860,31 +756,17 @@ fn tar_body(
     impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
-    byte_body(|w| {
-        let mut b = tar::Builder::new(w);
-        b.follow_symlinks(false);
-        write(&mut b)?;
-        b.into_inner()?.flush()
-    })
-}
-
-/// A request body fed by a writer running on a blocking thread, which
-/// must flush what it wrote. An error of the writer goes into the body
-/// too, so the engine sees the request broken off, never a short body
-/// that merely ends.
-fn byte_body(
-    write: impl FnOnce(ChannelWriter) -> std::io::Result<()> + Send + 'static,
-) -> (
-    impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
-    tokio::task::JoinHandle<std::io::Result<()>>,
-) {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(8);
     let writer = ChannelWriter {
         tx: tx.clone(),
         buf: Vec::with_capacity(CHUNK),
     };
     let producer = tokio::task::spawn_blocking(move || {
-        let r = write(writer);
+        let mut b = tar::Builder::new(writer);
+        b.follow_symlinks(false);
+        let r = write(&mut b)
+            .and_then(|_| b.into_inner())
+            .and_then(|mut w| w.flush());
         if let Err(e) = &r {
             let _ = tx.blocking_send(Err(std::io::Error::new(e.kind(), e.to_string())));
         }
@@ -919,7 +801,7 @@ impl Write for ChannelWriter {
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
-                "the engine stopped reading the request",
+                "the engine stopped reading the build context",
             )
         })
     }

@@ -132,9 +132,7 @@ async fn assemble(
     let reference = image.reference();
     let arch = ctx.engine.architecture().await.map_err(Error::user)?;
     let recipe = Arc::new(Assembly {
-        reference: reference.clone(),
         files: recipe.layers.iter().map(|f| dir.join(f)).collect(),
-        ready: ready.clone(),
         recipe: recipe.clone(),
         notes: notes.to_vec(),
         arch,
@@ -177,27 +175,23 @@ async fn assemble(
             .take_while(|(a, b)| b.as_ref().is_some_and(|b| **a == b.0))
             .count()
     });
-    let mut loaded = load_chain(ctx, &recipe, &known, shared, ready, &stage).await;
-    if let Err((e, true)) = &loaded {
-        // An engine that insists on every layer (or cannot import one on
-        // its own) gets every layer, in one archive.
+    let mut loaded = load(ctx, &recipe, &known, shared, ready).await;
+    if let (Err(e), true) = (&loaded, shared > 0) {
+        // An engine that insists on every layer gets every layer.
         if ctx.ui.verbose() > 0 {
             ctx.ui.log(&format!(
-                "{name}: loading link by link failed ({:?}); sending every layer at once",
+                "{name}: the engine wants all layers ({:?}); sending them",
                 e.report()
             ));
         }
-        loaded = load(ctx, &recipe, &known, 0, recipe.files.len(), None)
-            .await
-            .map(|l| (l.engine_id, l.image_id, l.config))
-            .map_err(|e| (e, false));
+        loaded = load(ctx, &recipe, &known, 0, ready).await;
     } else if ctx.ui.verbose() > 0 && shared > 0 {
         ctx.ui.log(&format!(
             "{name}: {shared} of {} layers were already in the engine and not sent",
             known.len()
         ));
     }
-    let (engine_id, image_id, config) = loaded.map_err(|(e, _)| e)?;
+    let (engine_id, image_id, config) = loaded?;
     crate::outputs::write_atomic(&dir.join("image-config.json"), &config)
         .map_err(|e| Error::internal("writing image-config.json", e))?;
     if engine_id != image_id {
@@ -235,11 +229,7 @@ async fn finish(
 
 /// What the archive writer needs, shared with its blocking thread.
 struct Assembly {
-    /// `NAME:TAG`, to name the images made on the way.
-    reference: String,
     files: Vec<std::path::PathBuf>,
-    /// Which files are complete.
-    ready: Arc<Ready>,
     recipe: crate::dockerfile::Recipe,
     notes: Vec<String>,
     arch: String,
@@ -252,227 +242,68 @@ impl Assembly {
     }
 }
 
-/// Loads the image link by link, so the engine unpacks the first layers
-/// while the builder is still writing the next ones. (`docker load` first
-/// copies its whole body to disk and unpacks only when it has ended: one
-/// archive would make every layer wait for the last.)
-///
-/// - The bottom layer goes through the import endpoint, which unpacks as
-///   it reads: it is followed while the builder writes it.
-/// - Then each link is one `docker load` of the layers complete by then,
-///   with the ones below as empty placeholders (the engine has them); a
-///   link that does not reach the top is a partial image of this build's
-///   own ([`archive::partial_config_json`]); the last has the real config.
-/// - The helper images go once the image is loaded, or on failure.
-///
-/// `shared` bottom layers are in the engine already. An error says
-/// whether a placeholder or an import was involved (then one archive with
-/// every layer is worth a try).
-async fn load_chain(
-    ctx: &Ctx<'_>,
-    assembly: &Arc<Assembly>,
-    known: &[Option<archive::DiffId>],
-    shared: usize,
-    ready: &Arc<Ready>,
-    stage: &crate::ui::Stage,
-) -> Result<(String, String, Vec<u8>), (Error, bool)> {
-    let n = assembly.files.len();
-    let nonce = format!(
-        "{} {}-{}",
-        assembly.reference,
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
-    let mut ids: Vec<Option<archive::DiffId>> = known.to_vec();
-    let mut helpers = Vec::new();
-    let mut have = shared;
-    let outcome = async {
-        if have == 0 && n > 1 {
-            let t = std::time::Instant::now();
-            let comment = format!("nixpack: the bottom layer of {}, on its way", assembly.reference);
-            match import_bottom(ctx, &assembly.files[0], &comment, ready).await {
-                Ok((helper, id)) => {
-                    if ctx.ui.verbose() > 0 {
-                        ctx.ui.log(&format!(
-                            "imported the bottom layer in {:.2}s{}",
-                            t.elapsed().as_secs_f64(),
-                            if id.is_some() { "" } else { " (another DiffID: not used)" }
-                        ));
-                    }
-                    helpers.push(helper);
-                    ids[0] = id;
-                    have = usize::from(ids[0].is_some());
-                }
-                Err(e) => {
-                    if ctx.ui.verbose() > 0 {
-                        ctx.ui.log(&format!(
-                            "importing the bottom layer on its own failed ({e}); it goes in an archive"
-                        ));
-                    }
-                }
-            }
-        }
-        loop {
-            stage.message(&format!("{have} of {n} layers in the engine"));
-            // The next layer, and every one after it that is complete now.
-            if have < n {
-                let (path, wait) = (assembly.files[have].clone(), ready.clone());
-                tokio::task::spawn_blocking(move || wait.wait(&path))
-                    .await
-                    .map_err(|e| (Error::internal("waiting for layers", e), have > 0))?
-                    .map_err(|e| (Error::internal("waiting for layers", e), have > 0))?;
-            }
-            let end = (have + 1..n)
-                .find(|i| !ready.is_complete(&assembly.files[*i]))
-                .unwrap_or(n);
-            let t = std::time::Instant::now();
-            let link = load(ctx, assembly, &ids, have, end, (end < n).then_some(&nonce[..]))
-                .await
-                .map_err(|e| (e, have > 0))?;
-            if ctx.ui.verbose() > 0 {
-                let bytes: u64 = assembly.files[have..end]
-                    .iter()
-                    .filter_map(|p| p.metadata().ok())
-                    .map(|m| m.len())
-                    .sum();
-                ctx.ui.log(&format!(
-                    "loaded layers {}..{end} of {n} ({} MiB) in {:.2}s",
-                    have + 1,
-                    bytes >> 20,
-                    t.elapsed().as_secs_f64()
-                ));
-            }
-            for (i, id) in link.diff_ids.into_iter().enumerate() {
-                ids[have + i] = Some(id);
-            }
-            if end == n {
-                // (The caller checks the engine's id against nixpack's.)
-                return Ok((link.engine_id, link.image_id, link.config));
-            }
-            if link.engine_id != link.image_id {
-                ctx.engine.track_helper_image(&link.engine_id);
-                helpers.push(link.engine_id);
-                return Err((
-                    Error::internal(
-                        "loading the image",
-                        format!("a partial image came out as {}", link.image_id),
-                    ),
-                    true,
-                ));
-            }
-            ctx.engine.track_helper_image(&link.engine_id);
-            helpers.push(link.engine_id);
-            have = end;
-        }
-    }
-    .await;
-    for h in helpers.iter().rev() {
-        let _ = ctx.engine.remove_helper_image(h).await;
-    }
-    outcome
-}
-
-/// Imports the bottom layer on its own, following its file while the
-/// builder writes it. Returns the helper image and the layer's DiffID —
-/// `None` when the engine's DiffID is not nixpack's (then the layer must
-/// go in an archive after all).
-async fn import_bottom(
-    ctx: &Ctx<'_>,
-    path: &Path,
-    comment: &str,
-    ready: &Arc<Ready>,
-) -> Result<(String, Option<archive::DiffId>), crate::engine::EngineError> {
-    let (follow, wait) = (path.to_owned(), ready.clone());
-    let (helper, engine_diff) = ctx
-        .engine
-        .import_layer(comment, move |mut out| {
-            wait.follow(&follow, &mut out)?;
-            std::io::Write::flush(&mut out)
-        })
-        .await?;
-    let ours = cached_diff_id(path).ok().filter(|d| d.0 == engine_diff);
-    Ok((helper, ours))
-}
-
-/// What one `docker load` made.
-struct Link {
-    engine_id: String,
-    image_id: String,
-    config: Vec<u8>,
-    /// DiffIDs of the layers it sent.
-    diff_ids: Vec<archive::DiffId>,
-}
-
-/// One `docker load`: layers below `from` as empty placeholders (their
-/// DiffIDs in `ids`; the engine has them), layers `from..to` from their
-/// files as soon as each is complete, then the config and manifest. With
-/// a `partial` nonce, the config is a partial image's
-/// ([`archive::partial_config_json`]) over layers `..to`; without, the
-/// image's own over every layer (then `to` is the top).
+/// Streams the docker-archive: each layer as soon as it is complete (the
+/// first `skip` as empty placeholders), then the config and manifest,
+/// which need every DiffID. Returns the engine's id, nixpack's id and the
+/// config bytes.
 async fn load(
     ctx: &Ctx<'_>,
     assembly: &Arc<Assembly>,
-    ids: &[Option<archive::DiffId>],
-    from: usize,
-    to: usize,
-    partial: Option<&str>,
-) -> Result<Link, Error> {
-    let below: Vec<archive::DiffId> = ids[..from]
-        .iter()
-        .map(|i| i.clone().expect("placeholders have DiffIDs"))
-        .collect();
-    let (assembly, partial) = (assembly.clone(), partial.map(str::to_owned));
-    // The writer thread leaves what it computed here.
-    type Made = Arc<std::sync::Mutex<Option<(String, Vec<u8>, Vec<archive::DiffId>)>>>;
+    known: &[Option<archive::DiffId>],
+    skip: usize,
+    ready: &Arc<Ready>,
+) -> Result<(String, String, Vec<u8>), Error> {
+    let (assembly, ready, known) = (assembly.clone(), ready.clone(), known.to_vec());
+    // The writer thread leaves the image id and config it computed here.
+    type Made = Arc<std::sync::Mutex<Option<(String, Vec<u8>)>>>;
     let made: Made = Arc::default();
     let out = made.clone();
     let engine_id = ctx
         .engine
         .load(move |tar| {
-            let mut all = below;
-            for id in &all {
-                super::builder::append_bytes(tar, &format!("{}/layer.tar", id.hex()), b"", 0o644)?;
+            let mut ids = Vec::with_capacity(assembly.files.len());
+            for (i, path) in assembly.files.iter().enumerate() {
+                match known[i].clone().filter(|_| i < skip) {
+                    Some(id) => {
+                        super::builder::append_bytes(
+                            tar,
+                            &format!("{}/layer.tar", id.hex()),
+                            b"",
+                            0o644,
+                        )?;
+                        ids.push(id);
+                    }
+                    None => {
+                        ready.wait(path)?;
+                        let id = cached_diff_id(path)?;
+                        tar.append_file(
+                            format!("{}/layer.tar", id.hex()),
+                            &mut std::fs::File::open(path)?,
+                        )?;
+                        ids.push(id);
+                    }
+                }
             }
-            for path in &assembly.files[from..to] {
-                assembly.ready.wait(path)?;
-                let id = cached_diff_id(path)?;
-                tar.append_file(
-                    format!("{}/layer.tar", id.hex()),
-                    &mut std::fs::File::open(path)?,
-                )?;
-                all.push(id);
-            }
-            let (config, image_id) = match &partial {
-                Some(nonce) => archive::partial_config_json(&all, &assembly.arch, nonce),
-                None => assembly.config(&all),
-            };
+            let (config, image_id) = assembly.config(&ids);
             let config_name = format!("{}.json", image_id.trim_start_matches("sha256:"));
             super::builder::append_bytes(tar, &config_name, &config, 0o644)?;
             super::builder::append_bytes(
                 tar,
                 "manifest.json",
-                &archive::manifest_json(&config_name, &all),
+                &archive::manifest_json(&config_name, &ids),
                 0o644,
             )?;
-            let sent = all.split_off(from);
-            *out.lock().expect("result lock") = Some((image_id, config, sent));
+            *out.lock().expect("result lock") = Some((image_id, config));
             Ok(())
         })
         .await
         .map_err(Error::user)?;
-    let (image_id, config, diff_ids) = made
+    let (image_id, config) = made
         .lock()
         .expect("result lock")
         .take()
         .ok_or_else(|| Error::internal("loading the image", "the archive was not finished"))?;
-    Ok(Link {
-        engine_id,
-        image_id,
-        config,
-        diff_ids,
-    })
+    Ok((engine_id, image_id, config))
 }
 
 /// A layer's DiffID, cached beside it in `<file>.diffid` (layer files are

@@ -77,8 +77,8 @@ pub fn prepare(image: &Image, dir: &Path, closure: &Closure) -> Result<Layers, E
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let base = name.strip_suffix(".diffid").unwrap_or(&name);
-            // Callers hold the image's lock: a `.tmp…` file is left over
-            // from an interrupted run, and a follower must never read one.
+            // Callers hold the image's lock: a `.tmp…` file is a layer
+            // left half-written by an interrupted run.
             if !keep.contains(base) {
                 let _ = std::fs::remove_file(e.path());
             }
@@ -149,72 +149,7 @@ impl Ready {
             state = self.changed.wait(state).expect("ready lock");
         }
     }
-
-    /// Whether `path` is complete now (without waiting).
-    pub fn is_complete(&self, path: &Path) -> bool {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        self.state.lock().expect("ready lock").done.contains(&name) || path.is_file()
-    }
-
-    /// Copies the layer file `path` into `out` while it is still being
-    /// written (as `.tmp-<file>` beside it), so a reader can pass the bytes
-    /// on before the layer is complete; returns once every byte is copied.
-    /// An error when the producer closes without finishing it.
-    pub fn follow(&self, path: &Path, out: &mut impl std::io::Write) -> std::io::Result<()> {
-        use std::io::Read;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = path.with_file_name(format!(".tmp-{name}"));
-        let complete = || -> std::io::Result<bool> {
-            let state = self.state.lock().expect("ready lock");
-            if state.done.contains(&name) || path.is_file() {
-                return Ok(true);
-            }
-            if state.closed {
-                return Err(std::io::Error::other(format!(
-                    "the layer {name} was not written"
-                )));
-            }
-            Ok(false)
-        };
-        // The file, once it exists under either name. (Stale `.tmp-` files
-        // are removed by `prepare` before the producer starts.)
-        let mut file = loop {
-            if complete()? {
-                let mut file = std::fs::File::open(path)?;
-                std::io::copy(&mut file, out)?;
-                return Ok(());
-            }
-            if let Ok(f) = std::fs::File::open(&tmp) {
-                break f;
-            }
-            std::thread::sleep(FOLLOW_POLL);
-        };
-        let mut buf = vec![0; 1 << 20];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n > 0 {
-                out.write_all(&buf[..n])?;
-                continue;
-            }
-            // At the end of what is written so far. Complete means every
-            // byte is in the file (renamed, same inode): read to its end.
-            if complete()? {
-                std::io::copy(&mut file, out)?;
-                return Ok(());
-            }
-            std::thread::sleep(FOLLOW_POLL);
-        }
-    }
 }
-
-/// How long a follower waits at the end of a growing layer file.
-const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Closes a [`Ready`] however `produce` ends — also when its future is
 /// dropped on Ctrl-C, so a waiting image stage never hangs.
@@ -436,8 +371,7 @@ struct Incoming {
     /// Data bytes (with padding) still to pass through.
     skip: u64,
     zero_blocks: u8,
-    /// `.tmp-<name>` in the layers folder, renamed when complete.
-    file: std::io::BufWriter<std::fs::File>,
+    file: std::io::BufWriter<tempfile::NamedTempFile>,
     hash: sha2::Sha256,
 }
 
@@ -592,15 +526,10 @@ impl Receiver {
                         block: Vec::with_capacity(BLOCK),
                         skip: 0,
                         zero_blocks: 0,
-                        file: std::io::BufWriter::with_capacity(1 << 20, {
-                            use std::os::unix::fs::OpenOptionsExt;
-                            std::fs::OpenOptions::new()
-                                .write(true)
-                                .create(true)
-                                .truncate(true)
-                                .mode(0o644)
-                                .open(self.dir.join(format!(".tmp-{name}")))?
-                        }),
+                        file: std::io::BufWriter::with_capacity(
+                            1 << 20,
+                            tempfile::NamedTempFile::new_in(&self.dir)?,
+                        ),
                         hash: sha2::Sha256::new(),
                     });
                 }
@@ -634,15 +563,16 @@ impl Receiver {
     fn complete(&mut self, inc: Incoming) -> std::io::Result<()> {
         use sha2::Digest;
         let diff_id = format!("sha256:{}", crate::closure::hex(&inc.hash.finalize()));
-        inc.file.into_inner().map_err(|e| e.into_error())?;
+        let tmp = inc.file.into_inner().map_err(|e| e.into_error())?;
+        let target = self.dir.join(&inc.name);
         crate::outputs::write_atomic(
             &self.dir.join(format!("{}.diffid", inc.name)),
             diff_id.as_bytes(),
         )?;
-        std::fs::rename(
-            self.dir.join(format!(".tmp-{}", inc.name)),
-            self.dir.join(&inc.name),
-        )?;
+        tmp.persist(&target).map_err(|e| e.error)?;
+        // persist keeps the temporary file's private mode; layers are ordinary files.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644))?;
         self.done.push(inc.name);
         Ok(())
     }
@@ -740,73 +670,12 @@ mod tests {
         assert!(!dir.path().join("a.tar").exists());
     }
 
-    /// A reader follows a layer the receiver is still writing, in small
-    /// pieces, and gets exactly the finished file.
-    #[test]
-    fn a_follower_reads_a_layer_while_it_is_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let ready = std::sync::Arc::new(Ready::default());
-        let layer = a_tar(&"follow me ".repeat(100));
-        let mut stream = b"NIXPACK-LAYER a.tar\n".to_vec();
-        stream.extend_from_slice(&layer);
-        let path = dir.path().join("a.tar");
-        let follower = {
-            let (ready, path) = (ready.clone(), path.clone());
-            std::thread::spawn(move || {
-                let mut got = Vec::new();
-                ready.follow(&path, &mut got).map(|()| got)
-            })
-        };
-        let mut r = Receiver::new(dir.path(), ["a.tar".to_owned()].into_iter().collect());
-        for chunk in stream.chunks(3000) {
-            r.feed(chunk).unwrap();
-            // Let the follower catch up with a half-written file.
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        for f in &r.done {
-            ready.mark(f);
-        }
-        assert_eq!(r.finish().unwrap(), vec!["a.tar"]);
-        let got = follower.join().unwrap().unwrap();
-        assert_eq!(got.len(), layer.len());
-        assert!(got == layer, "the follower's bytes differ from the layer");
-        assert_eq!(std::fs::read(&path).unwrap(), layer);
-    }
-
-    #[test]
-    fn a_follower_reads_a_layer_already_on_disk() {
-        // (Nothing to produce: the producer closed at once.)
-        let dir = tempfile::tempdir().unwrap();
-        let ready = Ready::default();
-        ready.close();
-        std::fs::write(dir.path().join("a.tar"), b"a whole layer").unwrap();
-        let mut got = Vec::new();
-        ready.follow(&dir.path().join("a.tar"), &mut got).unwrap();
-        assert_eq!(got, b"a whole layer");
-    }
-
-    #[test]
-    fn a_follower_fails_when_the_producer_gives_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let ready = std::sync::Arc::new(Ready::default());
-        let path = dir.path().join("a.tar");
-        std::fs::write(dir.path().join(".tmp-a.tar"), b"half a layer").unwrap();
-        let follower = {
-            let (ready, path) = (ready.clone(), path.clone());
-            std::thread::spawn(move || ready.follow(&path, &mut Vec::new()))
-        };
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        ready.close();
-        let e = follower.join().unwrap().unwrap_err();
-        assert!(e.to_string().contains("was not written"), "{e}");
-    }
-
     #[test]
     fn prepare_removes_half_written_layers() {
-        // (The follower must never read a `.tmp-` file from an earlier run.)
         let dir = tempfile::tempdir().unwrap();
         let layers = dir.path().join("layers");
         std::fs::create_dir_all(&layers).unwrap();
+        // As a killed run leaves them: the builder's, and the receiver's.
         std::fs::write(layers.join(".tmp-x.tar"), b"stale").unwrap();
         std::fs::write(layers.join(".tmpAbC"), b"stale").unwrap();
         let closure: Closure = serde_json::from_str(
