@@ -190,6 +190,23 @@ async fn remove_image(docker: &bollard::Docker, reference: &str) {
     let _ = docker.remove_image(reference, Some(opts), None).await;
 }
 
+/// Removes every image of the benchmark, the untagged earlier ones too:
+/// an earlier run's image still holding the closure's layers would let
+/// the engine skip them, and "cold" would not be cold.
+async fn remove_bench_images(docker: &bollard::Docker) {
+    let label = format!("org.opencontainers.image.title={IMAGE}");
+    let opts = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .all(true)
+        .filters(&std::collections::HashMap::from([(
+            "label",
+            vec![label.as_str()],
+        )]))
+        .build();
+    for image in docker.list_images(Some(opts)).await.unwrap() {
+        remove_image(docker, &image.id).await;
+    }
+}
+
 /// One uncompressed tar of the whole closure, made from nixpack's layer
 /// tarballs (untimed preparation for the floor).
 fn whole_closure_tar(dir: &Path, to: &Path) {
@@ -239,6 +256,49 @@ async fn floor(docker: &bollard::Docker, tarball: &Path) -> Duration {
     }
     let elapsed = t.elapsed();
     remove_image(docker, "nixpack-bench/floor:latest").await;
+    elapsed
+}
+
+/// The engine's own cost per layer: `docker load` of an image of `count`
+/// layers of one tiny file each, so bytes play no part. Any image of that
+/// many layers pays at least this on top of its bytes.
+async fn empty_layers(engine: &nixpack::engine::Engine, count: usize) -> Duration {
+    use nixpack::archive::{diff_id, manifest_json, DiffId};
+    use nixpack::stages::builder::append_bytes;
+    let layers: Vec<(DiffId, Vec<u8>)> = (0..count)
+        .map(|i| {
+            let mut t = tar::Builder::new(Vec::new());
+            append_bytes(&mut t, &format!("layer-{i}"), b"x", 0o644).unwrap();
+            let bytes = t.into_inner().unwrap();
+            (diff_id(&bytes[..]).unwrap(), bytes)
+        })
+        .collect();
+    let ids: Vec<&DiffId> = layers.iter().map(|(d, _)| d).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Labels": { "dev.nixpack.bench": "empty-layers" } },
+        "rootfs": { "type": "layers", "diff_ids": ids },
+    }))
+    .unwrap();
+    let t = Instant::now();
+    let id = engine
+        .load(move |tar| {
+            for (d, bytes) in &layers {
+                append_bytes(tar, &format!("{}/layer.tar", d.hex()), bytes, 0o644)?;
+            }
+            append_bytes(tar, "config.json", &config, 0o644)?;
+            let ids: Vec<DiffId> = layers.iter().map(|(d, _)| d.clone()).collect();
+            append_bytes(
+                tar,
+                "manifest.json",
+                &manifest_json("config.json", &ids),
+                0o644,
+            )
+        })
+        .await
+        .expect("the empty-layer image loads");
+    let elapsed = t.elapsed();
+    remove_image(engine.docker(), &id).await;
     elapsed
 }
 
@@ -356,6 +416,22 @@ fn main() {
         String::new(),
     ));
 
+    eprintln!("bench: the engine's cost per layer");
+    let count = usize::from(nixpack::manifest::DEFAULT_LAYERS) + 1;
+    let per_layer = median(
+        (0..repeat())
+            .map(|_| rt.block_on(empty_layers(&engine, count)).as_secs_f64())
+            .collect(),
+    );
+    rows.push((
+        format!(
+            "engine alone: docker load of {count} one-file layers (the default layer count), median of {}",
+            repeat()
+        ),
+        per_layer,
+        format!("{:.0} ms per layer", per_layer * 1000.0 / count as f64),
+    ));
+
     eprintln!("bench: original recipe");
     let report = || -> serde_json::Value {
         serde_json::from_str(
@@ -384,7 +460,7 @@ fn main() {
     eprintln!("bench: nixpack cold");
     let mut colds = Vec::new();
     for _ in 0..repeat() {
-        rt.block_on(remove_image(&docker, &format!("{IMAGE}:latest")));
+        rt.block_on(remove_bench_images(&docker));
         let _ = std::fs::remove_dir_all(&layer_dir);
         let wall = nixpack(&dir).as_secs_f64();
         colds.push((
@@ -496,5 +572,5 @@ fn main() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("pipeline.md"), &md).unwrap();
-    rt.block_on(remove_image(&docker, &format!("{IMAGE}:latest")));
+    rt.block_on(remove_bench_images(&docker));
 }
