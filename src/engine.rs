@@ -277,11 +277,24 @@ impl Engine {
         let mut id = None;
         let mut tail: Vec<String> = Vec::new();
         let mut failure = None;
+        // Images this build made for its steps (not the ones reused from
+        // the cache): a failed build removes them.
+        let mut steps: Vec<String> = Vec::new();
+        let mut cached = false;
         while let Some(item) = s.next().await {
             match item {
                 Ok(info) => {
                     if let Some(text) = info.stream {
                         for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                            let step = line.trim().strip_prefix("---> ");
+                            if step == Some("Using cache") {
+                                cached = true;
+                            } else if let Some(step) = step.filter(|s| is_short_id(s)) {
+                                let reused = std::mem::replace(&mut cached, false);
+                                if !reused {
+                                    steps.push(step.to_owned());
+                                }
+                            }
                             on_log(line);
                             tail.push(line.to_owned());
                             if tail.len() > 20 {
@@ -304,6 +317,11 @@ impl Engine {
         }
         let _ = producer.await;
         if let Some(reason) = failure {
+            // Newest first, never forced: a step image something else uses
+            // (a child, a container) stays.
+            for step in steps.iter().rev() {
+                let _ = self.remove_image(step).await;
+            }
             return Err(EngineError::Build {
                 what: what.to_owned(),
                 reason,
@@ -747,6 +765,11 @@ pub struct ImageFacts {
 }
 
 const CHUNK: usize = 256 * 1024;
+
+/// A short image id as the Engine's builder prints it after each step.
+fn is_short_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
 
 /// A request body fed by a tar writer running on a blocking thread; the
 /// handle reports the writer's own error, if any.

@@ -428,13 +428,14 @@ fn a_failing_expression_exits_non_zero_and_leaves_nothing_behind() {
 fn a_broken_scratch_override_names_the_stage_and_the_file() {
     require_base();
     let name = unique("override");
-    let template =
-        "FROM scratch\n{{#each layers}}ADD {{this.file}} /\n{{/each}}RUN /no/such/program\n";
+    let template = format!(
+        "FROM scratch\n{{{{#each layers}}}}ADD {{{{this.file}}}} /\n{{{{/each}}}}ENV NONCE={name}\nRUN /no/such/program\n"
+    );
     let dir = project(
         &one_image(&name, "[builder.templates]\nscratch = \"broken.hbs\"\n", ""),
         &[
             ("default.nix", &tiny_expression(&name)),
-            ("broken.hbs", template),
+            ("broken.hbs", &template),
         ],
     );
     let out = nixpack(dir.path(), &["build"]);
@@ -447,6 +448,28 @@ fn a_broken_scratch_override_names_the_stage_and_the_file() {
             .is_err(),
         "no image is tagged"
     );
+    // The steps that succeeded made images; the failed build removed them.
+    let d = docker();
+    let all = rt()
+        .block_on(
+            d.list_images(Some(
+                bollard::query_parameters::ListImagesOptionsBuilder::default()
+                    .all(true)
+                    .build(),
+            )),
+        )
+        .unwrap();
+    for summary in all {
+        let Ok(i) = rt().block_on(d.inspect_image(&summary.id)) else {
+            continue; // (another test's image, gone meanwhile)
+        };
+        let env = i.config.and_then(|c| c.env).unwrap_or_default();
+        assert!(
+            !env.contains(&format!("NONCE={name}")),
+            "a step image of the failed build is left: {}",
+            summary.id
+        );
+    }
 }
 
 #[test]
