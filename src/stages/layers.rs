@@ -678,7 +678,7 @@ mod tests {
         // As a killed run leaves them: the builder's, and the receiver's.
         std::fs::write(layers.join(".tmp-x.tar"), b"stale").unwrap();
         std::fs::write(layers.join(".tmpAbC"), b"stale").unwrap();
-        let closure: Closure = serde_json::from_str(
+        let closure = Closure::from_json(
             r#"{"result":"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-r","result_dirs":[],"paths":[{"path":"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-r","nar_size":10,"references":[]}]}"#,
         )
         .unwrap();
