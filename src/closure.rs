@@ -65,6 +65,81 @@ impl<'de> Deserialize<'de> for StorePath {
     }
 }
 
+/// The sha256 of a store path's NAR serialisation, as Nix records it.
+/// Shown as `sha256:<hex>`; parsed from that, from Nix's own base-32 form
+/// (`sha256:<52 chars>`, what `nix-store --query --hash` prints) or from
+/// bare hex (what some Nix versions print in `--dump-db`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NarHash(pub [u8; 32]);
+
+/// Nix's base-32 alphabet (no e, o, u, t).
+const NIX32: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
+
+impl NarHash {
+    /// Parses `sha256:<hex>`, `sha256:<nix base-32>` or bare hex.
+    pub fn parse(s: &str) -> Result<NarHash, String> {
+        let body = s.strip_prefix("sha256:").unwrap_or(s);
+        let bytes = match body.len() {
+            64 => (0..32)
+                .map(|i| u8::from_str_radix(body.get(2 * i..2 * i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>(),
+            52 => nix32_decode(body),
+            _ => None,
+        };
+        bytes
+            .and_then(|b| b.try_into().ok())
+            .map(NarHash)
+            .ok_or_else(|| format!("`{s}` is not a sha256 NAR hash"))
+    }
+
+    /// `sha256:<hex>`.
+    pub fn to_hex(&self) -> String {
+        format!("sha256:{}", hex(&self.0))
+    }
+}
+
+/// Nix's base-32 decoding: the last character holds the lowest bits.
+fn nix32_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = vec![0u8; 32];
+    for (n, c) in s.bytes().rev().enumerate() {
+        let digit = NIX32.iter().position(|a| *a == c)? as u16;
+        let (i, j) = (n * 5 / 8, n * 5 % 8);
+        out[i] |= (digit << j) as u8;
+        let carry = digit >> (8 - j);
+        match out.get_mut(i + 1) {
+            Some(next) => *next |= carry as u8,
+            None if carry != 0 => return None,
+            None => {}
+        }
+    }
+    Some(out)
+}
+
+impl fmt::Display for NarHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for NarHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for NarHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for NarHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NarHash::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// One store path of the closure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PathInfo {
@@ -72,6 +147,8 @@ pub struct PathInfo {
     pub path: StorePath,
     /// Size of its NAR serialisation in bytes (≈ bytes on disk).
     pub nar_size: u64,
+    /// The sha256 of its NAR, checked as its bytes stream into a layer.
+    pub nar_hash: NarHash,
     /// Store paths it refers to (may include itself).
     pub references: BTreeSet<StorePath>,
 }
@@ -206,6 +283,30 @@ mod tests {
         assert!(Closure::from_json(&open)
             .unwrap_err()
             .contains("not closed"));
+    }
+
+    #[test]
+    fn nar_hashes_in_every_form_nix_prints() {
+        // The NAR hash of an empty regular file, as `nix-store --query
+        // --hash` (base-32) and `--dump-db` (hex) print it.
+        let hex_form = "sha256:aad1a5d2e3d5dcd4c5e2d7b1e2a5b2c4d3e0f1a2b3c4d5e6f708192a3b4c5d6e";
+        let h = NarHash::parse(hex_form).unwrap();
+        assert_eq!(h.to_string(), hex_form);
+        assert_eq!(NarHash::parse(&hex_form[7..]).unwrap(), h);
+        // Round trip through Nix base-32 (an encoder written from Nix's
+        // printHash32, for the test only).
+        let nix32: String = (0..52)
+            .rev()
+            .map(|n: usize| {
+                let (i, j) = (n * 5 / 8, n * 5 % 8);
+                let lo = u16::from(h.0[i]) >> j;
+                let hi = h.0.get(i + 1).map_or(0, |b| u16::from(*b) << (8 - j));
+                NIX32[usize::from((lo | hi) & 0x1f)] as char
+            })
+            .collect();
+        assert_eq!(NarHash::parse(&format!("sha256:{nix32}")).unwrap(), h);
+        assert!(NarHash::parse("sha256:xyz").is_err());
+        assert!(NarHash::parse(&format!("sha256:{}", "e".repeat(52))).is_err());
     }
 
     #[test]

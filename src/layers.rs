@@ -538,8 +538,10 @@ mod tests {
             .iter()
             .map(|(p, size, refs)| {
                 let refs: Vec<String> = refs.iter().map(|r| format!("{r:?}")).collect();
+                // A made-up NAR hash: planning never reads it.
+                let nar_hash = crate::closure::hex(&Sha256::digest(p.as_bytes()));
                 format!(
-                    "{{\"path\": {p:?}, \"nar_size\": {size}, \"references\": [{}]}}",
+                    "{{\"path\": {p:?}, \"nar_hash\": \"{nar_hash}\", \"nar_size\": {size}, \"references\": [{}]}}",
                     refs.join(",")
                 )
             })

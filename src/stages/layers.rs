@@ -679,7 +679,7 @@ mod tests {
         std::fs::write(layers.join(".tmp-x.tar"), b"stale").unwrap();
         std::fs::write(layers.join(".tmpAbC"), b"stale").unwrap();
         let closure = Closure::from_json(
-            r#"{"result":"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-r","result_dirs":[],"paths":[{"path":"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-r","nar_size":10,"references":[]}]}"#,
+            r#"{"result":"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-r","result_dirs":[],"paths":[{"path":"/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-r","nar_hash":"sha256:0000000000000000000000000000000000000000000000000000000000000000","nar_size":10,"references":[]}]}"#,
         )
         .unwrap();
         std::fs::write(dir.path().join("default.nix"), "").unwrap();
