@@ -1,5 +1,7 @@
-//! The runtime closure of a build, as the builder describes it in
-//! `closure.json`: every store path with its NAR size and references.
+//! The runtime closure of a build: every store path with its NAR hash, NAR
+//! size and references. Parsed once from what Nix itself prints
+//! ([`Closure::from_nix`]: `nix-store --dump-db`, whose registration
+//! format is the same from Nix 2.8 to today) and kept as `closure.json`.
 //! Pure: parsing and queries, no I/O.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -189,26 +191,106 @@ impl Closure {
     pub fn from_json(text: &str) -> Result<Closure, String> {
         let c: Closure =
             serde_json::from_str(text).map_err(|e| format!("closure.json is malformed: {e}"))?;
-        if !c.paths.contains_key(&c.result) {
+        c.check().map_err(|e| format!("closure.json: {e}"))?;
+        Ok(c)
+    }
+
+    /// The closure from the builder's raw Nix output: the result path
+    /// (`result`), the result's top-level directories one per line
+    /// (`result-dirs`) and `nix-store --dump-db` of every path of the
+    /// closure (`closure.db`). That format is, per path: the path, its NAR
+    /// hash (hex, with or without `sha256:`), its NAR size, its deriver (or
+    /// an empty line), the number of references, then one reference per
+    /// line.
+    pub fn from_nix(result: &str, result_dirs: &str, dump_db: &str) -> Result<Closure, String> {
+        let result = StorePath::parse(result.trim())?;
+        let result_dirs = result_dirs
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut lines = dump_db.lines().enumerate();
+        let mut paths = BTreeMap::new();
+        let bad = |n: usize, what: &str| format!("closure.db line {}: {what}", n + 1);
+        while let Some((n, line)) = lines.next() {
+            if line.is_empty() {
+                continue;
+            }
+            let path = StorePath::parse(line).map_err(|e| bad(n, &e))?;
+            let mut next = |what: &str| {
+                lines
+                    .next()
+                    .ok_or_else(|| format!("closure.db ends inside {path} (expected {what})"))
+            };
+            let (n, hash) = next("its NAR hash")?;
+            let nar_hash = NarHash::parse(hash).map_err(|e| bad(n, &e))?;
+            let (n, size) = next("its NAR size")?;
+            let nar_size = size
+                .parse()
+                .map_err(|_| bad(n, &format!("`{size}` is not a NAR size")))?;
+            next("its deriver")?;
+            let (n, count) = next("its reference count")?;
+            let count: usize = count
+                .parse()
+                .map_err(|_| bad(n, &format!("`{count}` is not a reference count")))?;
+            let mut references = BTreeSet::new();
+            for _ in 0..count {
+                let (n, r) = next("a reference")?;
+                references.insert(StorePath::parse(r).map_err(|e| bad(n, &e))?);
+            }
+            let info = PathInfo {
+                path: path.clone(),
+                nar_size,
+                nar_hash,
+                references,
+            };
+            if paths.insert(path.clone(), info).is_some() {
+                return Err(format!("closure.db lists {path} twice"));
+            }
+        }
+        let closure = Closure {
+            result,
+            result_dirs,
+            paths,
+        };
+        closure.check()?;
+        Ok(closure)
+    }
+
+    /// The result and every reference are paths of the closure, and the
+    /// result directories are plain names.
+    fn check(&self) -> Result<(), String> {
+        if !self.paths.contains_key(&self.result) {
             return Err(format!(
-                "closure.json does not list its result {}",
-                c.result
+                "the closure does not list its result {}",
+                self.result
             ));
         }
-        for info in c.paths.values() {
-            if let Some(missing) = info.references.iter().find(|r| !c.paths.contains_key(*r)) {
+        for info in self.paths.values() {
+            if let Some(missing) = info
+                .references
+                .iter()
+                .find(|r| !self.paths.contains_key(*r))
+            {
                 return Err(format!(
-                    "closure.json is not closed: {} refers to {missing}, which is not listed",
+                    "the closure is not closed: {} refers to {missing}, which is not listed",
                     info.path
                 ));
             }
         }
-        for d in &c.result_dirs {
+        for d in &self.result_dirs {
             if d.is_empty() || d.contains('/') || d == "." || d == ".." {
-                return Err(format!("closure.json lists a bad result directory `{d}`"));
+                return Err(format!("the closure lists a bad result directory `{d}`"));
             }
         }
-        Ok(c)
+        Ok(())
+    }
+
+    /// `closure.json`: pretty, stable JSON of the whole closure.
+    pub fn to_json(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).expect("closure serializes");
+        text.push('\n');
+        text
     }
 
     /// Total NAR size.
@@ -283,6 +365,72 @@ mod tests {
         assert!(Closure::from_json(&open)
             .unwrap_err()
             .contains("not closed"));
+    }
+
+    /// `nix-store --dump-db` of a three-path closure, as Nix 2.8 printed it
+    /// in the bookworm builder (hashes in bare hex, drv derivers).
+    const DUMP_DB_2_8: &str = include_str!("../tests/golden/dump-db-nix-2.8.txt");
+
+    #[test]
+    fn parses_nix_dump_db() {
+        let c = Closure::from_nix(
+            "/nix/store/gxmg97m4di946nxk8g7xi426zddfdmmw-top\n",
+            "",
+            DUMP_DB_2_8,
+        )
+        .unwrap();
+        assert_eq!(c.paths.len(), 3);
+        let top = &c.paths[&c.result];
+        assert_eq!(top.nar_size, 208);
+        assert_eq!(
+            top.nar_hash.to_string(),
+            "sha256:59a283dff55a582b64ca408cc32d2215ebeedc1294eff145f0cdca4bc0c5331f"
+        );
+        let names: Vec<&str> = top.references.iter().map(StorePath::name).collect();
+        assert_eq!(names, ["b", "a-1.0"]);
+        // The same closure written by a newer Nix with `sha256:` prefixes.
+        let prefixed = DUMP_DB_2_8
+            .lines()
+            .map(|l| {
+                if l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    format!("sha256:{l}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let again = Closure::from_nix(c.result.as_str(), "", &prefixed).unwrap();
+        assert_eq!(again, c);
+        // Nix 2.26 (trixie) prints the same closure the same way.
+        let nix_2_26 = include_str!("../tests/golden/dump-db-nix-2.26.txt");
+        assert_eq!(
+            Closure::from_nix(c.result.as_str(), "", nix_2_26).unwrap(),
+            c
+        );
+        // closure.json round-trips.
+        assert_eq!(Closure::from_json(&c.to_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn refuses_broken_dump_db() {
+        let result = "/nix/store/gxmg97m4di946nxk8g7xi426zddfdmmw-top";
+        let lines: Vec<&str> = DUMP_DB_2_8.lines().collect();
+        let truncated = lines[..lines.len() - 1].join("\n");
+        assert!(Closure::from_nix(result, "", &truncated)
+            .unwrap_err()
+            .contains("ends inside"));
+        let open: String = DUMP_DB_2_8.lines().skip(5).collect::<Vec<_>>().join("\n");
+        assert!(Closure::from_nix(result, "", &open)
+            .unwrap_err()
+            .contains("not closed"));
+        assert!(Closure::from_nix(result, "", "")
+            .unwrap_err()
+            .contains("result"));
+        let bad_size = DUMP_DB_2_8.replacen("\n120\n", "\n12x\n", 1);
+        assert!(Closure::from_nix(result, "", &bad_size)
+            .unwrap_err()
+            .contains("line 3"));
     }
 
     #[test]

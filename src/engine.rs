@@ -141,8 +141,7 @@ pub struct RunSpec<'a> {
     pub env: Vec<String>,
     /// Named volumes: (volume, mount point).
     pub volumes: Vec<(String, String)>,
-    /// Host folders: (host path, mount point). Only a fast path for a local
-    /// engine: callers must work without them (see [`Engine::is_local`]).
+    /// Host folders: (host path, mount point). Only for a local engine.
     pub binds: Vec<(String, String)>,
     /// Tar archives to unpack at `/` before the container starts.
     pub uploads: Vec<Vec<u8>>,
@@ -189,14 +188,6 @@ impl Engine {
             .await
             .map_err(api("asking the engine's version"))?;
         Ok(v.arch.unwrap_or_else(|| "amd64".to_owned()))
-    }
-
-    /// Whether the engine may share this machine's filesystem: a local
-    /// socket, and no `NIXPACK_NO_BIND_MOUNT` in the environment. Only a
-    /// hint: a bind mount must still be proven (a forwarded socket looks
-    /// local).
-    pub fn is_local(&self) -> bool {
-        self.host.starts_with("unix://") && std::env::var_os("NIXPACK_NO_BIND_MOUNT").is_none()
     }
 
     /// The client for requests whose body is a stream of unknown length
@@ -664,12 +655,13 @@ impl Engine {
     }
 
     /// Runs a container to completion with its stdout as a byte stream:
-    /// attach before starting, hand stdout chunks to `on_stdout` as they
-    /// come and stderr lines to `on_stderr`, wait, and always remove it.
+    /// attach before starting, send stdout chunks to `stdout` as they come
+    /// (waiting while its reader is behind) and stderr lines to
+    /// `on_stderr`, wait, and always remove it.
     pub async fn run_attached(
         &self,
         spec: &RunSpec<'_>,
-        mut on_stdout: impl FnMut(Bytes) -> std::io::Result<()>,
+        stdout: tokio::sync::mpsc::Sender<Bytes>,
         mut on_stderr: impl FnMut(&str),
     ) -> Result<i64, EngineError> {
         let id = self.create_container(spec, &[]).await?;
@@ -691,11 +683,12 @@ impl Engine {
             let mut pending = String::new();
             while let Some(item) = attached.output.next().await {
                 match item.map_err(api("reading a container's output"))? {
-                    bollard::container::LogOutput::StdOut { message } => on_stdout(message)
-                        .map_err(|e| EngineError::Api {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        stdout.send(message).await.map_err(|_| EngineError::Api {
                             action: "storing a container's output".into(),
-                            reason: e.to_string(),
-                        })?,
+                            reason: "its reader stopped".into(),
+                        })?
+                    }
                     other => {
                         pending.push_str(&String::from_utf8_lossy(&other.into_bytes()));
                         while let Some(i) = pending.find('\n') {

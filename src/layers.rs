@@ -81,9 +81,11 @@
 //!
 //! # Layer identity
 //!
-//! A layer is named by a content key: the sha256 of its sorted store
-//! paths. Store paths are immutable, so the same key means the same bytes,
-//! and a layer tarball already on disk is never written again.
+//! A layer is named by a content key: the sha256 of nixpack's tar format
+//! version and its sorted store paths with their NAR hashes. The same key
+//! means the same bytes, so a layer tarball already on disk is never
+//! written again — and a path rebuilt with other bytes under the same name
+//! (possible without the sandbox) gets a new layer, never a stale one.
 
 use std::collections::BTreeMap;
 
@@ -98,17 +100,32 @@ pub struct Layer {
     pub paths: Vec<StorePath>,
     /// Sum of their NAR sizes.
     pub nar_size: u64,
+    key: String,
 }
 
 impl Layer {
-    /// Content key: hex sha256 of the sorted store paths, one per line.
-    pub fn key(&self) -> String {
+    /// The layer of `paths` (any order) of `closure`.
+    pub fn new(closure: &Closure, mut paths: Vec<StorePath>) -> Layer {
+        paths.sort();
         let mut h = Sha256::new();
-        for p in &self.paths {
-            h.update(p.as_str().as_bytes());
-            h.update(b"\n");
+        h.update(format!(
+            "nixpack layer tar v{}\n",
+            crate::layer_tar::TAR_FORMAT_VERSION
+        ));
+        for p in &paths {
+            h.update(format!("{p} {}\n", closure.paths[p].nar_hash));
         }
-        hex(&h.finalize())
+        Layer {
+            nar_size: paths.iter().map(|p| closure.paths[p].nar_size).sum(),
+            paths,
+            key: hex(&h.finalize()),
+        }
+    }
+
+    /// Content key: hex sha256 of the tar format version and the sorted
+    /// store paths with their NAR hashes.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The tarball's file name: `layer-<first 20 hex of the key>.tar`.
@@ -135,12 +152,7 @@ pub fn plan_popularity(closure: &Closure, max_layers: u16) -> Vec<Layer> {
             .then_with(|| a.cmp(b))
     });
 
-    let layer = |paths: Vec<&StorePath>| {
-        let mut paths: Vec<StorePath> = paths.into_iter().cloned().collect();
-        paths.sort();
-        let nar_size = paths.iter().map(|p| closure.paths[p].nar_size).sum();
-        Layer { paths, nar_size }
-    };
+    let layer = |paths: Vec<&StorePath>| Layer::new(closure, paths.into_iter().cloned().collect());
 
     let mut layers = Vec::new();
     if max_layers == 1 {
@@ -216,13 +228,7 @@ pub fn plan(closure: &Closure, max_layers: u16) -> Vec<Layer> {
     let bytes: Vec<u64> = paths.iter().map(|p| closure.paths[*p].nar_size).collect();
     let result = index[&closure.result];
     let layer = |members: &[usize]| {
-        let mut ps: Vec<StorePath> = members.iter().map(|i| paths[*i].clone()).collect();
-        ps.sort();
-        let nar_size = members.iter().map(|i| bytes[*i]).sum();
-        Layer {
-            paths: ps,
-            nar_size,
-        }
+        Layer::new(closure, members.iter().map(|i| paths[*i].clone()).collect())
     };
     if max_layers == 1 {
         return vec![layer(&(0..n).collect::<Vec<_>>())];

@@ -741,7 +741,7 @@ impl Drop for VolumeGuard {
 }
 
 #[test]
-fn layers_are_byte_identical_across_two_fresh_stores_and_both_transfers_and_match_the_store() {
+fn layers_are_byte_identical_across_two_fresh_stores_and_match_the_store() {
     require_base();
     let tag = unique("tricky")
         .replace('/', "-")
@@ -758,15 +758,11 @@ fn layers_are_byte_identical_across_two_fresh_stores_and_both_transfers_and_matc
         .zip(&volumes)
         .map(|(n, v)| tricky_project(n, v))
         .collect();
-    // The first build may let the builder write layers through a bind
-    // mount; the second must stream them (as with a remote engine). Both
-    // ways give the same bytes.
-    for (i, d) in dirs.iter().enumerate() {
+    // Two stores, each seeded and built from nothing: nixpack writes the
+    // layers from each store's NARs, and both give the same bytes.
+    for d in &dirs {
         let mut cmd = Command::new(nixpack_bin());
         cmd.arg("build").current_dir(d.path()).env("NO_COLOR", "1");
-        if i == 1 {
-            cmd.env("NIXPACK_NO_BIND_MOUNT", "1");
-        }
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
@@ -978,5 +974,177 @@ fn a_builder_base_that_cannot_be_pulled_says_how_to_fix_it() {
     assert!(
         err.contains("make-builder-base"),
         "the help names the offline way:\n{err}"
+    );
+}
+
+/// A closure made with the shell and coreutils alone (no sed, tar, awk or
+/// python): its store paths and bytes are the same whatever base builds it.
+const COREUTILS_ONLY: &str = r#"let
+  mk = name: script: builtins.derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin:/bin";
+  };
+  lib = mk "lib-1.0" "mkdir -p $out/lib/empty; for i in $(seq 1 2000); do echo line $i; done > $out/lib/data; ln -s data $out/lib/link";
+  tool = mk "tool-2.1" "mkdir -p $out/bin; printf '#!/bin/sh\\necho ${lib}\\n' > $out/bin/tool; chmod 755 $out/bin/tool";
+in mk "app" "mkdir -p $out/bin $out/share; ln -s ${tool}/bin/tool $out/bin/tool; echo ${lib} > $out/share/refs"
+"#;
+
+/// Runs `script` with `sh -c` in a container of `image` with `volume` at
+/// `/nix`; returns its exit code.
+fn run_with_store(image: &str, volume: &str, script: &str) -> i64 {
+    let d = docker();
+    rt().block_on(async {
+        let body = bollard::models::ContainerCreateBody {
+            image: Some(image.into()),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+            host_config: Some(bollard::models::HostConfig {
+                binds: Some(vec![format!("{volume}:/nix")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = d
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .unwrap()
+            .id;
+        d.start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .unwrap();
+        let code = match d
+            .wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>)
+            .next()
+            .await
+        {
+            Some(Ok(r)) => r.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            other => panic!("waiting for the container: {other:?}"),
+        };
+        let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .build();
+        d.remove_container(&id, Some(rm)).await.unwrap();
+        code
+    })
+}
+
+fn report(dir: &Path, name: &str) -> serde_json::Value {
+    let path = dir
+        .join(".nixpack")
+        .join(name.replace('/', "_"))
+        .join("report.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The builder needs only `/bin/sh`, coreutils and Nix: the same closure
+/// gives the same DiffIDs from Nix 2.8 (bookworm), Nix 2.26 (trixie) and a
+/// base without sed, grep, tar, gzip, find, awk or python3.
+#[test]
+fn a_coreutils_only_closure_gets_the_same_diff_ids_on_every_base() {
+    let bases = [
+        "nixpack-base:bookworm",
+        "nixpack-base:trixie",
+        "nixpack-base:minimal",
+    ];
+    let d = docker();
+    for b in bases {
+        assert!(
+            rt().block_on(d.inspect_image(b)).is_ok(),
+            "the builder base {b} is missing: run scripts/make-builder-base all (scripts/test does)"
+        );
+    }
+    let volume = unique("bases").replace(['/', '-'], "_");
+    let volumes: Vec<String> = (0..bases.len()).map(|i| format!("{volume}_{i}")).collect();
+    let _volumes = VolumeGuard(volumes.clone());
+    assert_ne!(
+        run_with_store(
+            bases[2],
+            &volumes[2],
+            "command -v sed || command -v tar || command -v awk"
+        ),
+        0,
+        "the minimal base has no sed, tar or awk"
+    );
+    let names: Vec<String> = (0..bases.len())
+        .map(|i| unique(&format!("bases-{i}")))
+        .collect();
+    let _images = ImageGuard(names.iter().map(|n| format!("{n}:latest")).collect());
+    let mut seen = Vec::new();
+    for ((base, volume), name) in bases.iter().zip(&volumes).zip(&names) {
+        let manifest = format!(
+            "[project]\nname = \"t\"\n[builder]\nfrom = \"{base}\"\nstore-volume = \"{volume}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n"
+        );
+        let dir = project(&manifest, &[("default.nix", COREUTILS_ONLY)]);
+        let out = nixpack(dir.path(), &["build"]);
+        assert!(out.status.success(), "{base}: {}", text(&out.stderr));
+        let r = report(dir.path(), name);
+        assert_eq!(r["store_paths"], 3, "{base}: app, tool, lib");
+        seen.push((base, r["diff_ids"].clone()));
+    }
+    let (first, ids) = &seen[0];
+    assert_eq!(ids.as_array().unwrap().len(), 4, "3 paths + conventions");
+    for (base, other) in &seen[1..] {
+        assert_eq!(other, ids, "DiffIDs on {base} differ from {first}");
+    }
+}
+
+/// A store path whose bytes are not what Nix recorded never lands in an
+/// image: the build fails naming it, and the tag stays where it was.
+#[test]
+fn a_corrupted_store_path_fails_the_build_and_names_it() {
+    require_base();
+    let name = unique("corrupt");
+    let volume = unique("corrupt-store").replace(['/', '-'], "_");
+    let _volumes = VolumeGuard(vec![volume.clone()]);
+    let _images = ImageGuard(vec![format!("{name}:latest")]);
+    let dir = project(
+        &one_image(&name, &format!("store-volume = \"{volume}\"\n"), ""),
+        &[("default.nix", &tiny_expression(&name))],
+    );
+    build_ok(dir.path());
+    let before = rt()
+        .block_on(docker().inspect_image(&format!("{name}:latest")))
+        .unwrap()
+        .id;
+    let out_dir = dir.path().join(".nixpack").join(name.replace('/', "_"));
+    let closure =
+        Closure::from_json(&std::fs::read_to_string(out_dir.join("closure.json")).unwrap())
+            .unwrap();
+    let file = format!("{}/share/tiny/nonce", closure.result);
+    assert_eq!(
+        run_with_store(
+            BASE,
+            &volume,
+            &format!("chmod u+w {file} && echo corrupted >> {file}")
+        ),
+        0
+    );
+    // Forget the layers, so they are written again from the store.
+    std::fs::remove_dir_all(out_dir.join("layers")).unwrap();
+    let out = nixpack(dir.path(), &["build"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(closure.result.as_str()),
+        "names the path: {err}"
+    );
+    assert!(err.contains("NAR hash"), "says why: {err}");
+    let after = rt()
+        .block_on(docker().inspect_image(&format!("{name}:latest")))
+        .unwrap()
+        .id;
+    assert_eq!(before, after, "the tag did not move");
+    assert!(
+        containers_labelled(&format!("dev.nixpack.image={name}")).is_empty(),
+        "no builder container is left"
     );
 }

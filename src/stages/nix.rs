@@ -1,8 +1,8 @@
 //! Stage `nix`: nix-build in the builder, and a description of the result.
 //!
 //! Reads the project's files (sent read-only through the archive API) and
-//! the image's `expression`/`attr`; writes `closure.json`, `graph.dot`,
-//! `graph.png`, `graph.svg` and `build.log` into `.nixpack/<image>/`.
+//! the image's `expression`/`attr`; writes `closure.json` (parsed from
+//! Nix's own output), `graph.dot` and `build.log` into `.nixpack/<image>/`.
 //! The key covers the builder image, every project file and the image's
 //! Nix inputs; an unchanged key with a valid closure.json starts nothing.
 
@@ -106,24 +106,29 @@ pub async fn run(
             ),
         ));
     }
-    // Move the fresh outputs into place only after a successful build.
-    for f in ["closure.json", "graph.dot", "graph.png", "graph.svg"] {
-        let from = out.path().join(f);
-        if from.exists() {
-            std::fs::rename(&from, dir.join(f))
-                .map_err(|e| Error::internal(&format!("saving {f}"), e))?;
-        }
-    }
-    let closure = match crate::outputs::read_closure(dir) {
-        Some(Ok(c)) => c,
-        Some(Err(e)) => return Err(Error::internal("reading closure.json from the builder", e)),
-        None => {
-            return Err(Error::internal(
-                "reading closure.json from the builder",
-                "the entrypoint wrote none",
-            ))
-        }
+    // What Nix said of the closure, parsed here; outputs are replaced only
+    // after a successful build.
+    let read = |f: &str| {
+        std::fs::read_to_string(out.path().join(f)).map_err(|e| {
+            Error::internal(
+                "reading the closure from the builder",
+                format!("{f}: {e}{}", super::entrypoint_note(ctx)),
+            )
+        })
     };
+    let closure = Closure::from_nix(
+        &read("result")?,
+        &read("result-dirs")?,
+        &read("closure.db")?,
+    )
+    .map_err(|e| Error::internal("reading the closure from the builder", e))?;
+    for (file, text) in [
+        ("closure.json", closure.to_json()),
+        ("graph.dot", crate::picture::dot(&closure)),
+    ] {
+        crate::outputs::write_atomic(&dir.join(file), text.as_bytes())
+            .map_err(|e| Error::internal(&format!("writing {file}"), e))?;
+    }
     crate::outputs::write_atomic(&key_file, key.as_bytes())
         .map_err(|e| Error::internal("writing nix.key", e))?;
     stage.done(&format!(
