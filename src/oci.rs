@@ -676,12 +676,14 @@ pub fn write_layout_dir(
         write_file_atomic(&layout, OCI_LAYOUT)?;
     }
     for (layer, file) in image.layers.iter().zip(layer_files) {
-        let io_err = |source| OciError::Io {
-            path: file.clone(),
-            source,
-        };
-        let f = std::fs::File::open(file).map_err(io_err)?;
-        put_blob(&blobs, &layer.digest, layer.size, file, f)?;
+        // A layer already stored is not even opened.
+        if !blob_present(&blobs, &layer.digest, layer.size) {
+            let f = std::fs::File::open(file).map_err(|source| OciError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            put_blob(&blobs, &layer.digest, layer.size, file, f)?;
+        }
     }
     put_blob(
         &blobs,
@@ -730,6 +732,12 @@ pub fn write_layout_dir(
     write_file_atomic(&index_path, &index_json(manifests))
 }
 
+/// Whether `blobs/<hex>` is there with the right size. Blobs are only
+/// ever renamed into place whole and checked, so the size is enough.
+fn blob_present(blobs: &Path, digest: &Digest, size: u64) -> bool {
+    std::fs::metadata(blobs.join(digest.hex())).is_ok_and(|m| m.is_file() && m.len() == size)
+}
+
 /// Copies `content` into `blobs/<hex>` unless a blob of that size is
 /// there, checking the digest and size of what was copied.
 fn put_blob(
@@ -740,7 +748,7 @@ fn put_blob(
     mut content: impl Read,
 ) -> Result<(), OciError> {
     let target = blobs.join(digest.hex());
-    if std::fs::metadata(&target).is_ok_and(|m| m.is_file() && m.len() == size) {
+    if blob_present(blobs, digest, size) {
         return Ok(());
     }
     let io_err = |path: &Path| {
