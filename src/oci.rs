@@ -1348,6 +1348,11 @@ mod tests {
             std::fs::metadata(&blob).unwrap().modified().unwrap(),
             before
         );
+        // A stored layer is not read again: its file may be gone.
+        let kept = std::fs::read(&files[0]).unwrap();
+        std::fs::remove_file(&files[0]).unwrap();
+        write_layout_dir(&out, &image, &files, &app_tag("app:again")).unwrap();
+        std::fs::write(&files[0], kept).unwrap();
 
         // Same size, other bytes: caught by the digest, nothing is stored.
         let elsewhere = tempfile::tempdir().unwrap();
