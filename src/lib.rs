@@ -19,6 +19,7 @@ pub mod layers;
 pub mod lock;
 pub mod manifest;
 pub mod nar;
+pub mod oci;
 pub mod outputs;
 pub mod picture;
 pub mod reference;
