@@ -525,6 +525,56 @@ pub fn docker_manifest_json(image: &Image, tags: &[ImageTag]) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // Sinks: tar archives and layout folders.
 
+/// The engine archive, streamed in three steps, so that layers can go to
+/// the engine while later ones are still being written: [`start`](Self::start),
+/// then each layer blob as it is ready ([`layer`](Self::layer); a layer the
+/// engine already holds may be left out — both image stores then use
+/// their own copy), then [`finish`](Self::finish) with the image, once
+/// every DiffID is known: config, manifest, `index.json` (read by the
+/// containerd image store) and `manifest.json` (read by the classic one).
+pub struct EngineArchive {
+    sent: BTreeSet<Digest>,
+}
+
+impl EngineArchive {
+    /// Writes `oci-layout` and the blob folders.
+    pub fn start<W: Write>(tar: &mut tar::Builder<W>) -> io::Result<EngineArchive> {
+        append_bytes(tar, "oci-layout", OCI_LAYOUT)?;
+        append_dir(tar, "blobs/")?;
+        append_dir(tar, "blobs/sha256/")?;
+        Ok(EngineArchive {
+            sent: BTreeSet::new(),
+        })
+    }
+
+    /// Streams one layer blob from `file` (once per digest).
+    pub fn layer<W: Write>(
+        &mut self,
+        tar: &mut tar::Builder<W>,
+        blob: &LayerBlob,
+        file: &Path,
+    ) -> io::Result<()> {
+        if self.sent.insert(blob.digest.clone()) {
+            append_layer_file(tar, &blob.digest.blob_path(), file, blob.size)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the config and manifest blobs, `index.json` and
+    /// `manifest.json` naming `tags` (none: an untagged image).
+    pub fn finish<W: Write>(
+        self,
+        tar: &mut tar::Builder<W>,
+        image: &Image,
+        tags: &[ImageTag],
+    ) -> io::Result<()> {
+        append_bytes(tar, &image.config_digest.blob_path(), &image.config)?;
+        append_bytes(tar, &image.manifest_digest.blob_path(), &image.manifest)?;
+        append_bytes(tar, "index.json", &index_for(image, tags))?;
+        append_bytes(tar, "manifest.json", &docker_manifest_json(image, tags))
+    }
+}
+
 /// Writes the archive `docker load` reads on both image stores (the tree
 /// `docker save` writes since Docker 25): `oci-layout`, the blobs (layers
 /// streamed from `layer_files`, one per layer of `image`, then the config
