@@ -18,6 +18,7 @@ pub mod layers;
 pub mod lock;
 pub mod manifest;
 pub mod outputs;
+pub mod picture;
 pub mod reference;
 pub mod render;
 pub mod stages;
