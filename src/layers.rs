@@ -442,7 +442,7 @@ pub fn index(layers: &[Layer]) -> BTreeMap<&StorePath, usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn golden() -> Closure {
