@@ -234,32 +234,38 @@ pub fn plan(closure: &Closure, max_layers: u16) -> Vec<Layer> {
         return vec![layer(&(0..n).collect::<Vec<_>>())];
     }
 
-    // requires[y] = y and everything y depends on, by memoised DFS.
+    // requires[y] = y and everything y depends on: a depth-first walk
+    // with its own stack (closures can be chains thousands of paths deep),
+    // each path filled after everything it refers to.
     let mut requires: Vec<Option<Bits>> = vec![None; n];
-    fn fill(
-        i: usize,
-        closure: &Closure,
-        paths: &[&StorePath],
-        index: &BTreeMap<&StorePath, usize>,
-        memo: &mut Vec<Option<Bits>>,
-    ) {
-        if memo[i].is_some() {
-            return;
-        }
-        let mut b = Bits::new(paths.len());
-        b.set(i);
-        memo[i] = Some(b.clone()); // guards against reference cycles
-        for r in &closure.paths[paths[i]].references {
-            let j = index[r];
-            if j != i {
-                fill(j, closure, paths, index, memo);
-                b.union(memo[j].as_ref().expect("filled"));
+    let refs = |i: usize| {
+        closure.paths[paths[i]]
+            .references
+            .iter()
+            .map(|r| index[r])
+            .filter(move |j| *j != i)
+    };
+    let mut entered = vec![false; n];
+    for start in 0..n {
+        let mut stack = vec![(start, false)];
+        while let Some((i, children_done)) = stack.pop() {
+            if children_done {
+                let mut b = Bits::new(n);
+                b.set(i);
+                // A reference still being walked is a cycle (not in a
+                // real store): it contributes what it has so far, nothing.
+                for j in refs(i) {
+                    if let Some(r) = &requires[j] {
+                        b.union(r);
+                    }
+                }
+                requires[i] = Some(b);
+            } else if !entered[i] {
+                entered[i] = true;
+                stack.push((i, true));
+                stack.extend(refs(i).filter(|j| !entered[*j]).map(|j| (j, false)));
             }
         }
-        memo[i] = Some(b);
-    }
-    for i in 0..n {
-        fill(i, closure, &paths, &index, &mut requires);
     }
     let requires: Vec<Bits> = requires.into_iter().map(|b| b.expect("filled")).collect();
     // bytes(C(x)): x and every path that requires it.
@@ -586,6 +592,36 @@ pub(crate) mod tests {
             ours < popularity / 2.0,
             "ours {ours:.2} vs popularity {popularity:.2}"
         );
+    }
+
+    #[test]
+    fn a_chain_10000_paths_deep_plans_without_overflowing_the_stack() {
+        // Each path refers to the one before it: the walk of what every
+        // path requires goes 10,000 deep (it once recursed, and overflowed).
+        let name = |i: usize| format!("/nix/store/{i:0>32}-p{i}");
+        let paths: Vec<String> = (0..10_000)
+            .map(|i| {
+                let refs = if i == 0 { String::new() } else { format!("{:?}", name(i - 1)) };
+                format!(
+                    "{{\"path\": {:?}, \"nar_hash\": \"{}\", \"nar_size\": 4096, \"references\": [{refs}]}}",
+                    name(i),
+                    "0".repeat(64)
+                )
+            })
+            .collect();
+        let c = Closure::from_json(&format!(
+            "{{\"result\": {:?}, \"result_dirs\": [], \"paths\": [{}]}}",
+            name(9_999),
+            paths.join(",")
+        ))
+        .unwrap();
+        let layers = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || plan(&c, 100).len())
+            .unwrap()
+            .join()
+            .expect("planning a deep chain does not overflow a 256 KiB stack");
+        assert!(layers <= 100);
     }
 
     #[test]
