@@ -17,6 +17,7 @@ pub mod error;
 pub mod layers;
 pub mod lock;
 pub mod manifest;
+pub mod nar;
 pub mod outputs;
 pub mod reference;
 pub mod render;
