@@ -14,6 +14,7 @@ pub mod conventions;
 pub mod dockerfile;
 pub mod engine;
 pub mod error;
+pub mod layer_tar;
 pub mod layers;
 pub mod lock;
 pub mod manifest;
