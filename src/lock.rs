@@ -3,7 +3,10 @@
 //! Written only after every selected image built; deterministic and
 //! diff-friendly (one value per line, images in manifest order). It pins
 //! the builder base image id and, per image, the result store path, a hash
-//! of the closure, the layer DiffIDs and the image id. `nixpack build
+//! of the closure, the layer DiffIDs and the image's identity: its OCI
+//! manifest digest and config digest, the same on every machine and every
+//! image store (the engine's own "image id" is the one or the other,
+//! depending on the store, so it is never locked). `nixpack build
 //! --locked` fails, with a readable diff, when a build would change it.
 
 use std::fmt::Write as _;
@@ -48,8 +51,14 @@ pub struct LockedImage {
     pub result: String,
     /// sha256 of the canonical closure (paths, sizes, references).
     pub closure_hash: String,
-    /// Image id (sha256 of the config).
-    pub image_id: String,
+    /// sha256 of the image's OCI manifest: its identity in registries and
+    /// in the containerd image store. None when the Engine's Dockerfile
+    /// builder made the image (an ejected scratch template with `RUN`).
+    #[serde(default)]
+    pub manifest_digest: Option<String>,
+    /// sha256 of the image config: the image id on Docker's classic store.
+    #[serde(default)]
+    pub config_digest: Option<String>,
     /// Layer DiffIDs, bottom first.
     pub diff_ids: Vec<String>,
 }
@@ -80,7 +89,14 @@ impl Lock {
             let _ = writeln!(s, "tag = {}", q(&i.tag));
             let _ = writeln!(s, "result = {}", q(&i.result));
             let _ = writeln!(s, "closure-hash = {}", q(&i.closure_hash));
-            let _ = writeln!(s, "image-id = {}", q(&i.image_id));
+            for (key, value) in [
+                ("manifest-digest", &i.manifest_digest),
+                ("config-digest", &i.config_digest),
+            ] {
+                if let Some(v) = value {
+                    let _ = writeln!(s, "{key} = {}", q(v));
+                }
+            }
             s.push_str("diff-ids = [\n");
             for d in &i.diff_ids {
                 let _ = writeln!(s, "    {},", q(d));
@@ -109,7 +125,7 @@ impl Lock {
                 .unwrap_or(usize::MAX)
         });
         Lock {
-            version: 1,
+            version: 2,
             builder,
             images: all,
         }
@@ -181,7 +197,8 @@ mod tests {
             tag: "latest".into(),
             result: format!("/nix/store/00000000000000000000000000000000-{name}"),
             closure_hash: "sha256:aa".into(),
-            image_id: id.into(),
+            manifest_digest: Some(id.into()),
+            config_digest: Some("sha256:cc".into()),
             diff_ids: vec!["sha256:11".into(), "sha256:22".into()],
         }
     }
@@ -224,7 +241,7 @@ mod tests {
         assert_eq!(
             new.images
                 .iter()
-                .map(|i| i.image_id.as_str())
+                .map(|i| i.manifest_digest.as_deref().unwrap())
                 .collect::<Vec<_>>(),
             vec!["sha256:1", "sha256:3"]
         );
@@ -237,8 +254,8 @@ mod tests {
         let new =
             Lock::merge(None, builder(), vec![image("a", "sha256:9")], &["a".into()]).render();
         let d = diff(&old, &new);
-        assert!(d.contains("- image-id = \"sha256:1\""), "{d}");
-        assert!(d.contains("+ image-id = \"sha256:9\""), "{d}");
-        assert!(!d.contains("version = 1"), "far context is elided:\n{d}");
+        assert!(d.contains("- manifest-digest = \"sha256:1\""), "{d}");
+        assert!(d.contains("+ manifest-digest = \"sha256:9\""), "{d}");
+        assert!(!d.contains("version = 2"), "far context is elided:\n{d}");
     }
 }

@@ -241,6 +241,8 @@ fn write_report(
         "builder": builder.reference,
         "store_volume": volume,
         "id": o.built.id,
+        "manifest_digest": o.built.oci.as_ref().map(|m| m.manifest_digest.to_string()),
+        "config_digest": o.built.oci.as_ref().map(|m| m.config_digest.to_string()),
         "size": o.built.size,
         "result": closure.result,
         "closure_hash": closure.closure_hash(),
@@ -256,22 +258,26 @@ fn write_report(
     let _ = crate::outputs::write_atomic(&dir.join("report.json"), text.as_bytes());
 }
 
-/// The lock entries of the images that built.
-fn locked_images(done: &[(String, Outcome)], manifest: &Manifest) -> Vec<LockedImage> {
+/// The lock entries of the images that built, each with the engine's id
+/// for the image (to tag or remove it by).
+fn locked_images(done: &[(String, Outcome)], manifest: &Manifest) -> Vec<(LockedImage, String)> {
     done.iter()
         .filter_map(|(reference, o)| {
             let image = manifest
                 .images
                 .iter()
                 .find(|i| i.reference() == *reference)?;
-            Some(LockedImage {
+            let made = o.built.oci.as_ref();
+            let locked = LockedImage {
                 name: image.name.to_string(),
                 tag: image.tag.to_string(),
                 result: o.result.clone(),
                 closure_hash: o.closure_hash.clone(),
-                image_id: o.built.id.clone(),
+                manifest_digest: made.map(|m| m.manifest_digest.to_string()),
+                config_digest: made.map(|m| m.config_digest.to_string()),
                 diff_ids: o.built.diff_ids.clone(),
-            })
+            };
+            Some((locked, o.built.id.clone()))
         })
         .collect()
 }
@@ -282,7 +288,7 @@ async fn finish_lock(
     engine: &Engine,
     manifest: &Manifest,
     builder: &BuilderImage,
-    done: &[LockedImage],
+    done: &[(LockedImage, String)],
     locked: bool,
     ui: &Ui,
 ) -> Result<(), Error> {
@@ -313,7 +319,7 @@ async fn finish_lock(
             from: manifest.builder.from.to_string(),
             base_id: builder.base_id.clone(),
         },
-        done.to_vec(),
+        done.iter().map(|(l, _)| l.clone()).collect(),
         &order,
     );
     let text = lock.render();
@@ -327,19 +333,16 @@ async fn finish_lock(
         if old_text != text {
             // The images made for this build stay untagged: remove them
             // (never forced, so an image still tagged elsewhere stays).
-            for l in done {
-                let _ = engine.remove_image(&l.image_id).await;
+            for (_, id) in done {
+                let _ = engine.remove_image(id).await;
             }
             return Err(Error::msg(
                 format!("the build would change nixpack.lock:\n{}", lock::diff(&old_text, &text)),
                 "if the change is intended, build without --locked and check in the new nixpack.lock; no image was tagged",
             ));
         }
-        for l in done {
-            engine
-                .tag(&l.image_id, &l.name, &l.tag)
-                .await
-                .map_err(Error::user)?;
+        for (l, id) in done {
+            engine.tag(id, &l.name, &l.tag).await.map_err(Error::user)?;
         }
         ui.log("nixpack.lock is up to date");
         return Ok(());

@@ -4,10 +4,10 @@
 //! (untagged: the build command tags it once every stage has succeeded,
 //! so a failure never leaves a tag on a half-made image).
 //!
-//! Normally nixpack assembles the image itself from its rendered scratch
-//! Dockerfile ([`crate::dockerfile`], [`crate::archive`]): the image id is
-//! then a pure function of layers and config, and "unchanged" means the
-//! tag already points at that id. An ejected template that needs the whole
+//! Normally nixpack writes the OCI image itself from its rendered scratch
+//! Dockerfile ([`crate::dockerfile`], [`crate::oci`]): its manifest and
+//! config digests are then a pure function of layers and config, and
+//! "unchanged" means the tag already points at that image. An ejected template that needs the whole
 //! Dockerfile language goes to the Engine's builder instead, with a context
 //! streamed from disk and the stage key as a label for the same check.
 
@@ -21,6 +21,7 @@ use crate::archive;
 use crate::closure::Closure;
 use crate::error::Error;
 use crate::manifest::Image;
+use crate::oci;
 use crate::render::Template;
 
 /// Label holding the image stage's key.
@@ -31,8 +32,12 @@ pub const KEY_LABEL: &str = "dev.nixpack.key";
 pub struct Built {
     /// `NAME:TAG`.
     pub reference: String,
-    /// Image id.
+    /// The engine's id for it, to tag and remove it by: the config digest
+    /// on the classic image store, the manifest digest on containerd's.
     pub id: String,
+    /// nixpack's own OCI image (config, manifest, digests), when nixpack
+    /// wrote it (not for the Engine's Dockerfile builder).
+    pub oci: Option<Arc<oci::Image>>,
     /// Size in bytes, as the engine reports it.
     pub size: u64,
     /// Layer DiffIDs, bottom first.
@@ -116,11 +121,12 @@ pub async fn run(
     }
 }
 
-/// The native path: nixpack writes the image config and loads the layers
-/// as a docker-archive. The image id is a pure function of the layers and
-/// the config, so "unchanged" is simply "the tag already points at it".
-/// Layers still being written are streamed as soon as `ready` has them.
-#[allow(clippy::too_many_arguments)]
+/// The native path: nixpack writes the OCI image (config, manifest) and
+/// loads it as an archive both image stores read. Its digests are a pure
+/// function of the layers and the config, so "unchanged" is simply "the
+/// tag already points at it" — by config digest on the classic store, by
+/// manifest digest on containerd's. Layers still being written are
+/// streamed as soon as `ready` has them.
 async fn assemble(
     ctx: &Ctx<'_>,
     image: &Image,
@@ -131,18 +137,18 @@ async fn assemble(
 ) -> Result<Built, Error> {
     let reference = image.reference();
     let arch = ctx.engine.architecture().await.map_err(Error::user)?;
-    let recipe = Arc::new(Assembly {
+    let assembly = Arc::new(Assembly {
         files: recipe.layers.iter().map(|f| dir.join(f)).collect(),
         recipe: recipe.clone(),
         notes: notes.to_vec(),
         arch,
         epoch: super::source_date_epoch(),
     });
-    // DiffIDs of the layers already on disk.
-    let known: Vec<Option<archive::DiffId>> = recipe
+    // The layers already on disk.
+    let known: Vec<Option<oci::LayerBlob>> = assembly
         .files
         .iter()
-        .map(|p| p.is_file().then(|| cached_diff_id(p)).transpose())
+        .map(|p| p.is_file().then(|| layer_blob(p)).transpose())
         .collect::<std::io::Result<_>>()
         .map_err(|e| Error::internal("reading layer DiffIDs", e))?;
     let existing = ctx
@@ -150,14 +156,14 @@ async fn assemble(
         .inspect_image(&reference)
         .await
         .map_err(Error::user)?;
-    if let Some(ids) = known.iter().cloned().collect::<Option<Vec<_>>>() {
-        let (config, image_id) = recipe.config(&ids);
-        crate::outputs::write_atomic(&dir.join("image-config.json"), &config)
-            .map_err(|e| Error::internal("writing image-config.json", e))?;
-        if let Some(e) = existing.as_ref().filter(|e| e.id == image_id) {
+    if let Some(blobs) = known.iter().cloned().collect::<Option<Vec<_>>>() {
+        let made = Arc::new(assembly.image(blobs));
+        save_image(dir, &made)?;
+        if let Some(e) = existing.as_ref().filter(|e| is_this(&e.id, &made)) {
             return Ok(Built {
                 reference,
                 id: e.id.clone(),
+                oci: Some(made),
                 size: e.size,
                 diff_ids: e.layers.clone(),
                 built: false,
@@ -167,41 +173,64 @@ async fn assemble(
     let name = image.name.to_string();
     let stage = ctx.ui.stage(&name, "loading the image");
     // Layers the engine already holds under the same parent chain need not
-    // be sent again: the previous image shares a prefix of them.
+    // be sent again: the previous image shares a prefix of them, and both
+    // image stores take an archive that leaves their blobs out.
     let shared = existing.map_or(0, |e| {
         e.layers
             .iter()
             .zip(&known)
-            .take_while(|(a, b)| b.as_ref().is_some_and(|b| **a == b.0))
+            .take_while(|(a, b)| b.as_ref().is_some_and(|b| **a == b.diff_id.0))
             .count()
     });
-    let mut loaded = load(ctx, &recipe, &known, shared, ready).await;
+    let mut loaded = load(ctx, &assembly, &known, shared, ready).await;
     if let (Err(e), true) = (&loaded, shared > 0) {
-        // An engine that insists on every layer gets every layer.
+        // An engine that insists on every layer gets every layer (the load
+        // is untagged, so a failed one moved no tag).
         if ctx.ui.verbose() > 0 {
             ctx.ui.log(&format!(
                 "{name}: the engine wants all layers ({:?}); sending them",
                 e.report()
             ));
         }
-        loaded = load(ctx, &recipe, &known, 0, ready).await;
+        loaded = load(ctx, &assembly, &known, 0, ready).await;
     } else if ctx.ui.verbose() > 0 && shared > 0 {
         ctx.ui.log(&format!(
             "{name}: {shared} of {} layers were already in the engine and not sent",
             known.len()
         ));
     }
-    let (engine_id, image_id, config) = loaded?;
-    crate::outputs::write_atomic(&dir.join("image-config.json"), &config)
-        .map_err(|e| Error::internal("writing image-config.json", e))?;
-    if engine_id != image_id {
+    let (engine_id, made) = loaded?;
+    save_image(dir, &made)?;
+    if !is_this(&engine_id, &made) {
         let _ = ctx.engine.remove_image(&engine_id).await;
         return Err(Error::internal(
             "loading the image",
-            format!("the engine computed {engine_id}, nixpack {image_id}"),
+            format!(
+                "the engine loaded {engine_id}, which is neither nixpack's manifest ({}) nor its config ({})",
+                made.manifest_digest, made.config_digest
+            ),
         ));
     }
-    finish(ctx, image, image_id, stage).await
+    finish(ctx, image, engine_id, Some(Arc::new(made)), stage).await
+}
+
+/// Whether the engine's image id `id` names `image`: the classic store
+/// names an image by its config digest, containerd's by its manifest digest.
+fn is_this(id: &str, image: &oci::Image) -> bool {
+    id == image.config_digest.as_str() || id == image.manifest_digest.as_str()
+}
+
+/// `image-config.json` and `image-manifest.json`: the bytes whose digests
+/// identify the image.
+fn save_image(dir: &Path, image: &oci::Image) -> Result<(), Error> {
+    for (file, bytes) in [
+        ("image-config.json", &image.config),
+        ("image-manifest.json", &image.manifest),
+    ] {
+        crate::outputs::write_atomic(&dir.join(file), bytes)
+            .map_err(|e| Error::internal(&format!("writing {file}"), e))?;
+    }
+    Ok(())
 }
 
 /// Reads the new image's size and layers and ends the stage.
@@ -209,6 +238,7 @@ async fn finish(
     ctx: &Ctx<'_>,
     image: &Image,
     id: String,
+    made: Option<Arc<oci::Image>>,
     stage: crate::ui::Stage,
 ) -> Result<Built, Error> {
     let facts = ctx
@@ -221,6 +251,7 @@ async fn finish(
     Ok(Built {
         reference: image.reference(),
         id,
+        oci: made,
         size: facts.size,
         diff_ids: facts.layers,
         built: true,
@@ -237,73 +268,61 @@ struct Assembly {
 }
 
 impl Assembly {
-    fn config(&self, diff_ids: &[archive::DiffId]) -> (Vec<u8>, String) {
-        archive::config_json(&self.recipe, diff_ids, &self.notes, &self.arch, self.epoch)
+    fn image(&self, layers: Vec<oci::LayerBlob>) -> oci::Image {
+        oci::Image::new(&self.recipe, layers, &self.notes, &self.arch, self.epoch)
     }
 }
 
-/// Streams the docker-archive: each layer as soon as it is complete (the
-/// first `skip` as empty placeholders), then the config and manifest,
-/// which need every DiffID. Returns the engine's id, nixpack's id and the
-/// config bytes.
+/// Streams the engine archive, untagged: each layer blob as soon as it is
+/// complete (the first `skip` left out: the engine holds them), then the
+/// config, manifest and indexes, which need every DiffID. Returns the
+/// engine's id and nixpack's image.
 async fn load(
     ctx: &Ctx<'_>,
     assembly: &Arc<Assembly>,
-    known: &[Option<archive::DiffId>],
+    known: &[Option<oci::LayerBlob>],
     skip: usize,
     ready: &Arc<Ready>,
-) -> Result<(String, String, Vec<u8>), Error> {
+) -> Result<(String, oci::Image), Error> {
     let (assembly, ready, known) = (assembly.clone(), ready.clone(), known.to_vec());
-    // The writer thread leaves the image id and config it computed here.
-    type Made = Arc<std::sync::Mutex<Option<(String, Vec<u8>)>>>;
-    let made: Made = Arc::default();
+    // The writer thread leaves the image it computed here.
+    let made: Arc<std::sync::Mutex<Option<oci::Image>>> = Arc::default();
     let out = made.clone();
     let engine_id = ctx
         .engine
         .load(move |tar| {
-            let mut ids = Vec::with_capacity(assembly.files.len());
+            let mut archive = oci::EngineArchive::start(tar)?;
+            let mut blobs = Vec::with_capacity(assembly.files.len());
             for (i, path) in assembly.files.iter().enumerate() {
                 match known[i].clone().filter(|_| i < skip) {
-                    Some(id) => {
-                        super::builder::append_bytes(
-                            tar,
-                            &format!("{}/layer.tar", id.hex()),
-                            b"",
-                            0o644,
-                        )?;
-                        ids.push(id);
-                    }
+                    Some(blob) => blobs.push(blob),
                     None => {
                         ready.wait(path)?;
-                        let id = cached_diff_id(path)?;
-                        tar.append_file(
-                            format!("{}/layer.tar", id.hex()),
-                            &mut std::fs::File::open(path)?,
-                        )?;
-                        ids.push(id);
+                        let blob = layer_blob(path)?;
+                        archive.layer(tar, &blob, path)?;
+                        blobs.push(blob);
                     }
                 }
             }
-            let (config, image_id) = assembly.config(&ids);
-            let config_name = format!("{}.json", image_id.trim_start_matches("sha256:"));
-            super::builder::append_bytes(tar, &config_name, &config, 0o644)?;
-            super::builder::append_bytes(
-                tar,
-                "manifest.json",
-                &archive::manifest_json(&config_name, &ids),
-                0o644,
-            )?;
-            *out.lock().expect("result lock") = Some((image_id, config));
+            let image = assembly.image(blobs);
+            archive.finish(tar, &image, &[])?;
+            *out.lock().expect("result lock") = Some(image);
             Ok(())
         })
         .await
         .map_err(Error::user)?;
-    let (image_id, config) = made
+    let image = made
         .lock()
         .expect("result lock")
         .take()
         .ok_or_else(|| Error::internal("loading the image", "the archive was not finished"))?;
-    Ok((engine_id, image_id, config))
+    Ok((engine_id, image))
+}
+
+/// A layer file as an uncompressed OCI layer blob (its DiffID is cached).
+fn layer_blob(path: &Path) -> std::io::Result<oci::LayerBlob> {
+    let size = std::fs::metadata(path)?.len();
+    Ok(oci::LayerBlob::uncompressed(cached_diff_id(path)?, size))
 }
 
 /// A layer's DiffID, cached beside it in `<file>.diffid` (layer files are
@@ -346,6 +365,7 @@ async fn docker_build(
             return Ok(Built {
                 reference,
                 id: existing.id,
+                oci: None,
                 size: existing.size,
                 diff_ids: existing.layers,
                 built: false,
@@ -393,5 +413,5 @@ async fn docker_build(
                 ),
             )
         })?;
-    finish(ctx, image, id, stage).await
+    finish(ctx, image, id, None, stage).await
 }
