@@ -23,9 +23,15 @@ pub fn image_dir(manifest: &Manifest, image: &Image) -> PathBuf {
 /// Writes `bytes` to `path` through a temporary file in the same folder
 /// and a rename, so a reader never sees half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    write_atomic_via(path.parent().unwrap_or(Path::new(".")), path, bytes)
+}
+
+/// [`write_atomic`], with the temporary file in `scratch` (same
+/// filesystem): for files in the project folder, whose walk must never
+/// see a half-written file come and go.
+pub fn write_atomic_via(scratch: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(scratch)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(scratch)?;
     tmp.write_all(bytes)?;
     // Temporary files are private (0600); outputs are ordinary files.
     use std::os::unix::fs::PermissionsExt;

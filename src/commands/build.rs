@@ -348,7 +348,8 @@ async fn finish_lock(
         return Ok(());
     }
     if old_text.as_deref() != Some(text.as_str()) {
-        crate::outputs::write_atomic(&path, text.as_bytes())
+        let scratch = crate::outputs::project_dir(manifest);
+        crate::outputs::write_atomic_via(&scratch, &path, text.as_bytes())
             .map_err(|e| Error::internal("writing nixpack.lock", e))?;
         ui.log(&format!("wrote {}", path.display()));
     }

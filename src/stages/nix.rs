@@ -199,7 +199,10 @@ pub fn project_tar(root: &Path) -> std::io::Result<Vec<u8>> {
     }
     for rel in files {
         let full = root.join(&rel);
-        let meta = std::fs::symlink_metadata(&full)?;
+        let meta = match std::fs::symlink_metadata(&full) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            meta => meta?,
+        };
         let name = Path::new("nixpack/src").join(&rel);
         let mut h = tar::Header::new_gnu();
         h.set_uid(0);
@@ -243,7 +246,13 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<(
         let entry = entry?;
         let name = entry.file_name();
         let child = rel.join(&name);
-        let ft = entry.file_type()?;
+        // A file another process renames away while we walk (a lock file
+        // being replaced) was never part of the project.
+        let ft = match entry.file_type() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            ft => ft?,
+        };
+
         if rel.as_os_str().is_empty() && crate::manifest::NOT_SENT.iter().any(|s| name == *s) {
             continue;
         }
