@@ -73,6 +73,36 @@ pub struct BuildArgs {
     /// images are tagged only when it would not.
     #[arg(long)]
     pub locked: bool,
+    /// Also write the images as OCI: `oci:DIR` (an OCI image layout folder;
+    /// with several images, one sub-folder each) or `oci-archive:FILE` (the
+    /// same as a tar, one image). Repeatable.
+    #[arg(long = "output", value_name = "oci:DIR|oci-archive:FILE", value_parser = parse_output)]
+    pub outputs: Vec<Output>,
+}
+
+/// Where `--output` writes an image besides the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An OCI image layout folder.
+    Oci(PathBuf),
+    /// An OCI image layout as a tar file.
+    OciArchive(PathBuf),
+}
+
+fn parse_output(s: &str) -> Result<Output, String> {
+    let (kind, path) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` names no kind: write oci:DIR or oci-archive:FILE"))?;
+    if path.is_empty() {
+        return Err(format!("`{s}` names no path"));
+    }
+    match kind {
+        "oci" => Ok(Output::Oci(path.into())),
+        "oci-archive" => Ok(Output::OciArchive(path.into())),
+        other => Err(format!(
+            "unknown output kind `{other}`: write oci:DIR or oci-archive:FILE"
+        )),
+    }
 }
 
 /// `nixpack run`.

@@ -35,8 +35,9 @@ pub struct Lock {
 pub struct LockedBuilder {
     /// `[builder] from` as written.
     pub from: String,
-    /// Its image id.
-    pub base_id: String,
+    /// Its content: sha256 of its layer DiffIDs (the same in every image
+    /// store, unlike the engine's image id).
+    pub base_rootfs: String,
 }
 
 /// One `[[image]]`.
@@ -79,9 +80,9 @@ impl Lock {
         let _ = writeln!(s, "version = {}", self.version);
         let _ = writeln!(
             s,
-            "\n[builder]\nfrom = {}\nbase-id = {}",
+            "\n[builder]\nfrom = {}\nbase-rootfs = {}",
             q(&self.builder.from),
-            q(&self.builder.base_id)
+            q(&self.builder.base_rootfs)
         );
         for i in &self.images {
             let _ = writeln!(s, "\n[[image]]");
@@ -206,7 +207,7 @@ mod tests {
     fn builder() -> LockedBuilder {
         LockedBuilder {
             from: "nixpack-base:bookworm".into(),
-            base_id: "sha256:bb".into(),
+            base_rootfs: "sha256:bb".into(),
         }
     }
 

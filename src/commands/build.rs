@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, Output};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::lock::{self, Lock, LockedBuilder, LockedImage, LOCK_NAME};
@@ -71,6 +71,7 @@ async fn build(
         renderer: &renderer,
         ui,
     };
+    let outputs = plan_outputs(&args.outputs, &images)?;
     let (builder, _built) = stages::builder::ensure(&ctx).await?;
     let volume = stages::store::ensure(&ctx, &builder).await?;
 
@@ -79,10 +80,11 @@ async fn build(
             let ctx = &ctx;
             let builder = &builder;
             let volume = &volume;
+            let outputs = &outputs;
             async move {
                 (
                     image.reference(),
-                    build_one(ctx, builder, volume, image, !args.locked).await,
+                    build_one(ctx, builder, volume, image, !args.locked, outputs).await,
                 )
             }
         })
@@ -159,6 +161,7 @@ async fn build_one(
     store: &stages::store::Store,
     image: &Image,
     tag: bool,
+    outputs: &[(String, Output)],
 ) -> Result<Outcome, Error> {
     let dir = crate::outputs::image_dir(ctx.manifest, image);
     let _turn = crate::outputs::lock_file(&dir.join(".lock"), || {
@@ -212,6 +215,14 @@ async fn build_one(
             return Err(Error::user(e));
         }
     }
+    for (name, output) in outputs.iter().filter(|(n, _)| *n == image.name.to_string()) {
+        write_output(ctx, image, &built, output).map_err(|e| {
+            Error::msg(
+                format!("writing `{name}` to {output:?}: {e}"),
+                "check the path: nixpack creates the folder or file (and its parents) and needs write access there",
+            )
+        })?;
+    }
     let outcome = Outcome {
         store_paths: closure.paths.len(),
         result: closure.result.to_string(),
@@ -256,6 +267,77 @@ fn write_report(
     });
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
     let _ = crate::outputs::write_atomic(&dir.join("report.json"), text.as_bytes());
+}
+
+/// Which image goes to which `--output`: `oci:DIR` holds the one image
+/// selected, or a sub-folder per image when there are several;
+/// `oci-archive:FILE` holds one image.
+fn plan_outputs(outputs: &[Output], images: &[&Image]) -> Result<Vec<(String, Output)>, Error> {
+    let mut planned = Vec::new();
+    for o in outputs {
+        match o {
+            Output::Oci(dir) if images.len() > 1 => {
+                for i in images {
+                    let sub = dir.join(i.name.to_string().replace(['/', ':'], "_"));
+                    planned.push((i.name.to_string(), Output::Oci(sub)));
+                }
+            }
+            Output::OciArchive(file) if images.len() > 1 => {
+                return Err(Error::msg(
+                    format!(
+                        "oci-archive:{} holds one image, and this build has {}",
+                        file.display(),
+                        images.len()
+                    ),
+                    "pick one with --image NAME, or write oci:DIR (a sub-folder per image)",
+                ))
+            }
+            o => planned.extend(images.iter().map(|i| (i.name.to_string(), o.clone()))),
+        }
+    }
+    Ok(planned)
+}
+
+/// Writes a built image to an OCI layout folder or archive.
+fn write_output(
+    ctx: &Ctx<'_>,
+    image: &Image,
+    built: &stages::image::Built,
+    output: &Output,
+) -> Result<(), String> {
+    let made = built.oci.as_ref().ok_or(
+        "the Engine's Dockerfile builder made this image (the scratch template needs it), so nixpack has no OCI image of its own to write",
+    )?;
+    let tag = crate::oci::ImageTag {
+        name: image.name.clone(),
+        tag: image.tag.clone(),
+    };
+    let stage = ctx.ui.stage(&image.name.to_string(), &format!("writing {output:?}"));
+    match output {
+        Output::Oci(dir) => {
+            crate::oci::write_layout_dir(dir, made, &built.layer_files, &tag)
+                .map_err(|e| e.to_string())?;
+        }
+        Output::OciArchive(file) => {
+            let parent = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            let tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| e.to_string())?;
+            let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp));
+            crate::oci::write_layout_archive(&mut tar, made, &built.layer_files, &tag)
+                .map_err(|e| e.to_string())?;
+            let tmp = tar
+                .into_inner()
+                .map_err(|e| e.to_string())?
+                .into_inner()
+                .map_err(|e| e.to_string())?;
+            tmp.persist(file).map_err(|e| e.to_string())?;
+        }
+    }
+    stage.done("written");
+    Ok(())
 }
 
 /// The lock entries of the images that built, each with the engine's id
@@ -317,7 +399,7 @@ async fn finish_lock(
         old.as_ref(),
         LockedBuilder {
             from: manifest.builder.from.to_string(),
-            base_id: builder.base_id.clone(),
+            base_rootfs: builder.base_rootfs.clone(),
         },
         done.iter().map(|(l, _)| l.clone()).collect(),
         &order,

@@ -16,8 +16,10 @@ pub struct BuilderImage {
     pub reference: String,
     /// Its image id.
     pub id: String,
-    /// The base image's id.
-    pub base_id: String,
+    /// The base image's content, the same in every image store: sha256 of
+    /// its layer DiffIDs (the engine's image id is the config digest on
+    /// the classic store and the manifest digest on containerd's).
+    pub base_rootfs: String,
     /// Key of what seeds `/nix`: the base id and the builder Dockerfile.
     /// The store volume is named after it.
     pub store_key: String,
@@ -70,7 +72,7 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
             BuilderImage {
                 reference,
                 id: existing.id,
-                base_id: base.id,
+                base_rootfs: rootfs_digest(&base.layers),
                 store_key,
             },
             false,
@@ -127,7 +129,7 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
             BuilderImage {
                 reference,
                 id: winner.id,
-                base_id: base.id,
+                base_rootfs: rootfs_digest(&base.layers),
                 store_key,
             },
             true,
@@ -142,7 +144,7 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
         BuilderImage {
             reference,
             id,
-            base_id: base.id,
+            base_rootfs: rootfs_digest(&base.layers),
             store_key,
         },
         true,
@@ -164,4 +166,15 @@ pub fn append_bytes<W: std::io::Write>(
     h.set_gid(0);
     h.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut h, path, bytes)
+}
+
+/// `sha256:` of an image's layer DiffIDs, one per line.
+pub fn rootfs_digest(diff_ids: &[String]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for d in diff_ids {
+        h.update(d.as_bytes());
+        h.update(b"\n");
+    }
+    format!("sha256:{}", crate::closure::hex(&h.finalize()))
 }

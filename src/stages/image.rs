@@ -38,6 +38,8 @@ pub struct Built {
     /// nixpack's own OCI image (config, manifest, digests), when nixpack
     /// wrote it (not for the Engine's Dockerfile builder).
     pub oci: Option<Arc<oci::Image>>,
+    /// The layer files of `oci`, bottom first.
+    pub layer_files: Vec<std::path::PathBuf>,
     /// Size in bytes, as the engine reports it.
     pub size: u64,
     /// Layer DiffIDs, bottom first.
@@ -164,6 +166,7 @@ async fn assemble(
                 reference,
                 id: e.id.clone(),
                 oci: Some(made),
+                layer_files: assembly.files.clone(),
                 size: e.size,
                 diff_ids: e.layers.clone(),
                 built: false,
@@ -211,7 +214,9 @@ async fn assemble(
             ),
         ));
     }
-    finish(ctx, image, engine_id, Some(Arc::new(made)), stage).await
+    let mut built = finish(ctx, image, engine_id, Some(Arc::new(made)), stage).await?;
+    built.layer_files = assembly.files.clone();
+    Ok(built)
 }
 
 /// Whether the engine's image id `id` names `image`: the classic store
@@ -252,6 +257,7 @@ async fn finish(
         reference: image.reference(),
         id,
         oci: made,
+        layer_files: vec![],
         size: facts.size,
         diff_ids: facts.layers,
         built: true,
@@ -366,6 +372,7 @@ async fn docker_build(
                 reference,
                 id: existing.id,
                 oci: None,
+                layer_files: vec![],
                 size: existing.size,
                 diff_ids: existing.layers,
                 built: false,
