@@ -908,6 +908,27 @@ fn rebuilding_from_scratch_gives_identical_diff_ids_and_image_id() {
         "same DiffIDs"
     );
     assert_eq!(first.id, second.id, "same image id");
+    // nixpack's own identity of the image: the same OCI manifest and config.
+    let r = report(dir.path(), &name);
+    let digests = [&r["manifest_digest"], &r["config_digest"]];
+    assert!(digests
+        .iter()
+        .all(|d| d.as_str().is_some_and(|d| d.starts_with("sha256:"))));
+    assert!(
+        digests.iter().any(|d| d.as_str() == first.id.as_deref()),
+        "the engine names the image by one of nixpack's digests (config: classic store, manifest: containerd)"
+    );
+    std::fs::remove_dir_all(dir.path().join(".nixpack")).unwrap();
+    let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    rt().block_on(docker().remove_image(&format!("{name}:latest"), Some(opts), None))
+        .unwrap();
+    build_ok(dir.path());
+    assert_eq!(
+        report(dir.path(), &name)["manifest_digest"],
+        r["manifest_digest"]
+    );
 }
 
 #[test]
@@ -1153,4 +1174,104 @@ fn a_corrupted_store_path_fails_the_build_and_names_it() {
         containers_labelled(&format!("dev.nixpack.image={name}")).is_empty(),
         "no builder container is left"
     );
+}
+
+fn tool(name: &str) -> Command {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(
+        found,
+        "{name} is missing: scripts/install-test-tools installs it"
+    );
+    Command::new(name)
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// `--output oci:DIR` and `oci-archive:FILE` hold nixpack's exact image:
+/// skopeo sees its manifest digest, oci-image-tool validates the layout,
+/// umoci unpacks the closure.
+#[test]
+fn oci_outputs_are_read_by_skopeo_umoci_and_oci_image_tool() {
+    require_base();
+    let name = unique("oci-out");
+    let dir = project(
+        &one_image(&name, "", ""),
+        &[("default.nix", &tiny_expression(&name))],
+    );
+    let _guard = ImageGuard(vec![format!("{name}:latest")]);
+    let layout = dir.path().join("out/layout");
+    let archive = dir.path().join("out/image.tar");
+    let out = nixpack(
+        dir.path(),
+        &[
+            "build",
+            "--output",
+            &format!("oci:{}", layout.display()),
+            "--output",
+            &format!("oci-archive:{}", archive.display()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let manifest_digest = report(dir.path(), &name)["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let raw = run_ok(tool("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:latest", layout.display()),
+    ]));
+    use sha2::Digest;
+    assert_eq!(
+        format!("sha256:{:x}", sha2::Sha256::digest(raw.as_bytes())),
+        manifest_digest,
+        "the layout holds nixpack's manifest bytes"
+    );
+    let inspected: serde_json::Value = serde_json::from_str(&run_ok(
+        tool("skopeo").args(["inspect", &format!("oci-archive:{}", archive.display())]),
+    ))
+    .unwrap();
+    assert_eq!(inspected["Digest"], manifest_digest.as_str());
+
+    run_ok(tool("oci-image-tool").args([
+        "validate",
+        "--type",
+        "image",
+        "--ref",
+        "name=latest",
+        layout.to_str().unwrap(),
+    ]));
+    let unpacked = dir.path().join("out/bundle");
+    run_ok(tool("umoci").args([
+        "unpack",
+        "--rootless",
+        "--image",
+        &format!("{}:latest", layout.display()),
+        unpacked.to_str().unwrap(),
+    ]));
+    let closure = Closure::from_json(
+        &std::fs::read_to_string(
+            dir.path()
+                .join(".nixpack")
+                .join(name.replace('/', "_"))
+                .join("closure.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let nonce = unpacked
+        .join("rootfs")
+        .join(closure.result.as_str().trim_start_matches('/'))
+        .join("share/tiny/nonce");
+    assert_eq!(std::fs::read_to_string(nonce).unwrap().trim(), name);
 }

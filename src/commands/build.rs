@@ -312,7 +312,9 @@ fn write_output(
         name: image.name.clone(),
         tag: image.tag.clone(),
     };
-    let stage = ctx.ui.stage(&image.name.to_string(), &format!("writing {output:?}"));
+    let stage = ctx
+        .ui
+        .stage(&image.name.to_string(), &format!("writing {output:?}"));
     match output {
         Output::Oci(dir) => {
             crate::oci::write_layout_dir(dir, made, &built.layer_files, &tag)

@@ -99,7 +99,10 @@ async fn seed(ctx: &Ctx<'_>, builder: &BuilderImage, name: &str) -> Result<(), E
     let stage = ctx.ui.stage("store", &format!("creating volume {name}"));
     let labels = HashMap::from([
         (RECIPE_LABEL.to_owned(), builder.store_key.clone()),
-        ("dev.nixpack.store.base".to_owned(), builder.base_rootfs.clone()),
+        (
+            "dev.nixpack.store.base".to_owned(),
+            builder.base_rootfs.clone(),
+        ),
     ]);
     ctx.engine
         .create_volume(name, labels)
