@@ -326,8 +326,10 @@ impl Engine {
         })
     }
 
-    /// Loads a docker-archive (`POST /images/load`) written by
-    /// `write_archive` on a blocking thread; returns the loaded image id.
+    /// Loads an image archive (`POST /images/load`) written by
+    /// `write_archive` on a blocking thread; returns the id the engine
+    /// reports (`Loaded image ID: …`: the config digest on the classic
+    /// image store, the manifest digest on containerd's).
     pub async fn load(
         &self,
         write_archive: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()>

@@ -178,11 +178,9 @@ async fn build_one(
     let nix_time = t.elapsed();
     let t = Instant::now();
     let layers = stages::layers::prepare(image, &dir, &closure)?;
-    // The image stage streams each layer to the engine as soon as it is
-    // written, so the two stages overlap: for a 1 GiB closure on a local
-    // engine, 4.7 s against 5.1 s one after the other. (With the layers
-    // streamed through nixpack instead of a bind mount, all of it on the
-    // same 2 cores, the overlap measured slower: 10.2 s against 6.4 s.)
+    // The image stage streams each layer to the engine as soon as nixpack
+    // has written it, so writing layers overlaps the engine's ingest (the
+    // README's "How fast" has the numbers).
     let ready = std::sync::Arc::new(stages::layers::Ready::default());
     let produce = async {
         let r =
