@@ -37,9 +37,12 @@ pub struct Outcome {
 
 /// Runs `nixpack build`.
 pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
+    // Usage mistakes first: they need no engine.
+    let images = select(&manifest, args)?;
+    let outputs = plan_outputs(&args.outputs, &images)?;
     super::runtime()?.block_on(async {
         let engine = Engine::connect().await.map_err(Error::user)?;
-        let work = build(&engine, &manifest, args, &ui);
+        let work = build(&engine, &manifest, args, &outputs, &ui);
         tokio::select! {
             r = work => {
                 engine.cleanup.run(&engine).await;
@@ -58,12 +61,11 @@ async fn build(
     engine: &Engine,
     manifest: &Manifest,
     args: &BuildArgs,
+    outputs: &[(String, Output)],
     ui: &Ui,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    let images = manifest
-        .select(&args.images)
-        .map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))?;
+    let images = select(manifest, args)?;
     let renderer = Renderer::new(manifest)?;
     let ctx = Ctx {
         engine,
@@ -71,7 +73,6 @@ async fn build(
         renderer: &renderer,
         ui,
     };
-    let outputs = plan_outputs(&args.outputs, &images)?;
     let (builder, _built) = stages::builder::ensure(&ctx).await?;
     let volume = stages::store::ensure(&ctx, &builder).await?;
 
@@ -80,7 +81,6 @@ async fn build(
             let ctx = &ctx;
             let builder = &builder;
             let volume = &volume;
-            let outputs = &outputs;
             async move {
                 (
                     image.reference(),
@@ -265,6 +265,12 @@ fn write_report(
     });
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
     let _ = crate::outputs::write_atomic(&dir.join("report.json"), text.as_bytes());
+}
+
+fn select<'m>(manifest: &'m Manifest, args: &BuildArgs) -> Result<Vec<&'m Image>, Error> {
+    manifest
+        .select(&args.images)
+        .map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))
 }
 
 /// Which image goes to which `--output`: `oci:DIR` holds the one image
