@@ -26,6 +26,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use bytes::Bytes;
+
+use crate::endpoint::{self, ChosenBy, Endpoint, EndpointError, EnvVars, Transport};
+
+mod ssh;
 use futures_util::{StreamExt, TryStreamExt};
 use miette::Diagnostic;
 use thiserror::Error;
@@ -35,17 +39,23 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum EngineError {
     /// No engine answered.
-    #[error("cannot reach the Docker Engine at {host}: {reason}")]
-    #[diagnostic(
-        code(nixpack::engine::unreachable),
-        help("start Docker, or point DOCKER_HOST at a running engine (unix:///var/run/docker.sock, tcp://HOST:2375, ssh://USER@HOST)")
-    )]
+    #[error("cannot reach the Docker Engine at {host} (chosen by {chosen_by}): {reason}")]
+    #[diagnostic(code(nixpack::engine::unreachable))]
     Unreachable {
         /// The socket or URL tried.
         host: String,
+        /// Which setting chose it.
+        chosen_by: ChosenBy,
         /// What the client said.
         reason: String,
+        /// What to check, for this kind of address.
+        #[help]
+        help: String,
     },
+    /// The settings that choose the engine are wrong.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Endpoint(EndpointError),
     /// An API call failed.
     #[error("Docker Engine: {action} failed: {reason}")]
     #[diagnostic(code(nixpack::engine::api))]
@@ -67,6 +77,58 @@ pub enum EngineError {
         #[help]
         help: Option<String>,
     },
+}
+
+/// bollard's default request timeout (long uploads raise it, see
+/// [`Engine::uploading`]).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// An error and its causes, one line: bollard's own message for a failed
+/// connection is only "client error (Connect)".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text = format!("{text}: {s_text}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// What to check when the engine chosen by `endpoint` does not answer.
+fn unreachable_help(endpoint: &Endpoint) -> String {
+    let choose = "or point DOCKER_HOST or a docker context (DOCKER_CONTEXT) at a running engine: \
+                  unix:///PATH, tcp://HOST:2376 with DOCKER_TLS_VERIFY=1, ssh://USER@HOST";
+    match &endpoint.transport {
+        Transport::Unix(path) => {
+            format!("start Docker (is {} its socket?), {choose}", path.display())
+        }
+        Transport::Tcp { tls: None, .. } => format!(
+            "check that the engine listens there without TLS (with TLS, set DOCKER_TLS_VERIFY=1), {choose}"
+        ),
+        Transport::Tcp {
+            address,
+            tls: Some(tls),
+        } => format!(
+            "check that the engine listens there with TLS, that {} is the CA that signed its \
+             certificate and that the certificate is for {}, and that the engine trusts the \
+             client certificate {} (key {}); DOCKER_CERT_PATH chooses the folder of \
+             ca.pem, cert.pem and key.pem; {choose}",
+            tls.ca.display(),
+            address.rsplit_once(':').map_or(address.as_str(), |(h, _)| h),
+            tls.cert.display(),
+            tls.key.display(),
+        ),
+        Transport::Ssh(target) => format!(
+            "check that `ssh {}` works from this shell (keys, known_hosts, ~/.ssh/config) \
+             and that the docker CLI is installed on {}; {choose}",
+            target.ssh_args().join(" "),
+            target.host
+        ),
+    }
 }
 
 fn api(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
@@ -124,6 +186,8 @@ pub struct Engine {
     docker: Docker,
     /// Where it is, for messages.
     pub host: String,
+    /// Where it is and which setting chose it.
+    pub endpoint: Endpoint,
     /// Registered containers to remove on failure or interrupt.
     pub cleanup: Cleanup,
 }
@@ -153,29 +217,54 @@ pub struct RunSpec<'a> {
 }
 
 impl Engine {
-    /// Connects (DOCKER_HOST or the local socket), negotiates the API
-    /// version and pings, so an absent engine is one clear error up front.
+    /// Connects to the engine the environment chooses (see
+    /// [`crate::endpoint`]), negotiates the API version and pings, so an
+    /// absent engine is one clear error up front.
     pub async fn connect() -> Result<Engine, EngineError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-        let unreachable = |reason: String| EngineError::Unreachable {
-            host: host.clone(),
-            reason,
+        let endpoint =
+            endpoint::resolve(&EnvVars::from_process()).map_err(EngineError::Endpoint)?;
+        Self::connect_to(endpoint).await
+    }
+
+    /// Connects to `endpoint`, negotiates the API version and pings.
+    pub async fn connect_to(endpoint: Endpoint) -> Result<Engine, EngineError> {
+        let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
+            host: endpoint.host.clone(),
+            chosen_by: endpoint.chosen_by.clone(),
+            reason: with_causes(&e),
+            help: unreachable_help(&endpoint),
         };
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let docker = match &endpoint.transport {
+            Transport::Unix(path) => Docker::connect_with_unix(
+                &path.to_string_lossy(),
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Transport::Tcp { address, tls: None } => Docker::connect_with_http(
+                address,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Transport::Tcp {
+                address,
+                tls: Some(tls),
+            } => Docker::connect_with_ssl(
+                address,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Transport::Ssh(target) => ssh::connect(target, REQUEST_TIMEOUT_SECS),
+        }
+        .map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
         Ok(Engine {
             docker,
-            host,
+            host: endpoint.host.clone(),
+            endpoint,
             cleanup: Cleanup::default(),
         })
     }

@@ -12,6 +12,7 @@ pub mod closure;
 pub mod commands;
 pub mod conventions;
 pub mod dockerfile;
+pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod layer_tar;

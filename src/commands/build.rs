@@ -42,6 +42,9 @@ pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
     let outputs = plan_outputs(&args.outputs, &images)?;
     super::runtime()?.block_on(async {
         let engine = Engine::connect().await.map_err(Error::user)?;
+        if ui.verbose() > 0 {
+            ui.log(&format!("engine: {}", engine.endpoint));
+        }
         let work = build(&engine, &manifest, args, &outputs, &ui);
         tokio::select! {
             r = work => {

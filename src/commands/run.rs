@@ -23,6 +23,9 @@ pub fn run(manifest: Manifest, args: &RunArgs, ui: Ui) -> Result<(), Error> {
     let reference = image.reference();
     super::runtime()?.block_on(async {
         let engine = Engine::connect().await.map_err(Error::user)?;
+        if ui.verbose() > 0 {
+            ui.log(&format!("engine: {}", engine.endpoint));
+        }
         if engine
             .inspect_image(&reference)
             .await
