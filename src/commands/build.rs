@@ -202,6 +202,8 @@ async fn build_one(
         }
     };
     let built = built?;
+    crate::outputs::write_sboms(&dir, &closure, stages::source_date_epoch())
+        .map_err(|e| Error::internal("writing the SBOMs", e))?;
     // Every stage succeeded: now the tag may move.
     if tag && built.built {
         if let Err(e) = ctx
