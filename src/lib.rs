@@ -22,6 +22,7 @@ pub mod nar;
 pub mod oci;
 pub mod outputs;
 pub mod picture;
+pub mod record;
 pub mod reference;
 pub mod render;
 pub mod sbom;
