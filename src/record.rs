@@ -221,7 +221,7 @@ impl Changes {
             String::new()
         };
         lines.push(format!(
-            "  {} of {} layer(s) written: {} of layers for {} of changed store paths{ratio}",
+            "  {} of {} store-path layer(s) written: {} of layers for {} of changed store paths{ratio}",
             layers_written.0,
             layers_written.1,
             human(cost),
