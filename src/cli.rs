@@ -36,6 +36,10 @@ pub enum Command {
     Build(BuildArgs),
     /// Run a built image with its ports published on 127.0.0.1.
     Run(RunArgs),
+    /// Show a built image: digests, size, layers, largest store paths (no engine needed).
+    Inspect(InspectArgs),
+    /// Show why the image holds a store path: the shortest chain from the result to it.
+    Why(WhyArgs),
 }
 
 /// `nixpack init`.
@@ -114,4 +118,27 @@ pub struct RunArgs {
     /// Arguments passed to the image (replace its CMD).
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+/// `nixpack inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image (default: the only one, or the first declared).
+    #[arg(long = "image", value_name = "NAME")]
+    pub image: Option<String>,
+    /// Print JSON for machines (stable field names) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `nixpack why`.
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// A store path (`/nix/store/…-expat-2.5.0`, or a file inside one) or a
+    /// fragment of a name (`expat`).
+    #[arg(value_name = "PATH|NAME")]
+    pub target: String,
+    /// The image (default: the only one, or the first declared).
+    #[arg(long = "image", value_name = "NAME")]
+    pub image: Option<String>,
 }

@@ -1,7 +1,7 @@
 //! nixpack: minimal `FROM scratch` Docker images out of Nix expressions.
 //!
 //! The pure core (`manifest`, `reference`, `render`, `closure`, `layers`,
-//! `conventions`, `dockerfile`, `archive`, `lock`) does no I/O beyond
+//! `conventions`, `dockerfile`, `archive`, `lock`, `sbom`) does no I/O beyond
 //! reading the manifest's own files; `engine` is the one place that talks
 //! to Docker, and `stages` drive a build.
 #![deny(missing_docs)]
@@ -23,7 +23,9 @@ pub mod nar;
 pub mod oci;
 pub mod outputs;
 pub mod picture;
+pub mod record;
 pub mod reference;
 pub mod render;
+pub mod sbom;
 pub mod stages;
 pub mod ui;

@@ -1,6 +1,6 @@
 //! `.nixpack/<image>/` beside the manifest: where a build keeps what it
 //! made (rendered files, closure.json, graph, layer tarballs, build.log,
-//! report). Paths are decided here and nowhere else.
+//! SBOMs, report). Paths are decided here and nowhere else.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,6 +40,28 @@ pub fn write_atomic_via(scratch: &Path, path: &Path, bytes: &[u8]) -> std::io::R
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Writes `sbom.cdx.json` and `sbom.spdx.json` of `closure` into `dir`,
+/// each only when its bytes changed (a pure function of the closure and
+/// `epoch`, so an unchanged closure rewrites nothing). Returns how many
+/// files were written.
+pub fn write_sboms(dir: &Path, closure: &Closure, epoch: u64) -> std::io::Result<usize> {
+    let mut written = 0;
+    for (file, text) in [
+        (
+            crate::sbom::CYCLONEDX_FILE,
+            crate::sbom::cyclonedx(closure, epoch),
+        ),
+        (crate::sbom::SPDX_FILE, crate::sbom::spdx(closure, epoch)),
+    ] {
+        let path = dir.join(file);
+        if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+            write_atomic(&path, text.as_bytes())?;
+            written += 1;
+        }
+    }
+    Ok(written)
 }
 
 /// Reads `closure.json` from an image folder.
@@ -101,5 +123,29 @@ pub async fn lock_file(path: &Path, waiting: impl FnOnce()) -> std::io::Result<s
                 .map_err(std::io::Error::other)?
         }
         Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sboms_are_rewritten_only_when_the_closure_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = include_str!("../tests/golden/python-closure.json");
+        let closure = Closure::from_json(text).unwrap();
+        assert_eq!(write_sboms(dir.path(), &closure, 1).unwrap(), 2);
+        assert_eq!(
+            write_sboms(dir.path(), &closure, 1).unwrap(),
+            0,
+            "same closure"
+        );
+        let other =
+            Closure::from_json(&text.replace("\"nar_size\": 121304", "\"nar_size\": 121305"))
+                .unwrap();
+        assert_eq!(write_sboms(dir.path(), &other, 1).unwrap(), 2);
+        let cdx = std::fs::read_to_string(dir.path().join(crate::sbom::CYCLONEDX_FILE)).unwrap();
+        assert!(cdx.contains("\"value\": \"121305\""));
     }
 }

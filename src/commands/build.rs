@@ -33,6 +33,9 @@ pub struct Outcome {
     pub nix_ran: bool,
     /// Closure layers written.
     pub layers_written: usize,
+    /// What changed since the previous closure, as a few lines (empty
+    /// on a first build or when the closure is the same).
+    pub changes: Vec<String>,
 }
 
 /// Runs `nixpack build`.
@@ -132,6 +135,11 @@ async fn build(
             }
         }
     }
+    if !ui.quiet() {
+        for line in done.iter().flat_map(|(_, o)| &o.changes) {
+            ui.line(line);
+        }
+    }
     ui.log(&format!("done in {:.1}s", started.elapsed().as_secs_f64()));
     match failures.len() {
         0 => {
@@ -177,6 +185,8 @@ async fn build_one(
     .map_err(|e| Error::internal("locking the output folder", e))?;
     let t = Instant::now();
     let volume = store.name.as_str();
+    // The closure of the build before, to say what changed.
+    let previous = crate::outputs::read_closure(&dir).and_then(Result::ok);
     let (closure, nix_ran) = stages::nix::run(ctx, builder, store, image, &dir).await?;
     let nix_time = t.elapsed();
     let t = Instant::now();
@@ -205,6 +215,26 @@ async fn build_one(
         }
     };
     let built = built?;
+    crate::outputs::write_sboms(&dir, &closure, stages::source_date_epoch())
+        .map_err(|e| Error::internal("writing the SBOMs", e))?;
+    record_layers(&dir, &closure, &layers, &built)
+        .map_err(|e| Error::internal("writing layers.json", e))?;
+    let changes = match previous.filter(|p| p.closure_hash() != closure.closure_hash()) {
+        Some(previous) => {
+            let written: Vec<&crate::layers::Layer> = layers
+                .plan
+                .iter()
+                .filter(|l| layers.missing.contains(&l.file_name()))
+                .collect();
+            crate::record::Changes::between(&previous, &closure).summary(
+                &image.reference(),
+                (written.len(), layers.plan.len()),
+                written.iter().map(|l| l.nar_size).sum(),
+                5,
+            )
+        }
+        None => vec![],
+    };
     // Every stage succeeded: now the tag may move.
     if tag && built.built {
         if let Err(e) = ctx
@@ -236,9 +266,39 @@ async fn build_one(
         nix_ran,
         layers_written,
         built,
+        changes,
     };
     write_report(&dir, &closure, &outcome, builder, volume);
     Ok(outcome)
+}
+
+/// `layers.json` for `nixpack inspect`: the image's layers with their
+/// DiffIDs, sizes and reasons. A different list moves the old one to
+/// `previous-layers.json`.
+fn record_layers(
+    dir: &std::path::Path,
+    closure: &crate::closure::Closure,
+    layers: &stages::layers::Layers,
+    built: &stages::image::Built,
+) -> std::io::Result<()> {
+    use crate::record::{LayerList, LAYERS_FILE, PREVIOUS_LAYERS_FILE};
+    let mut list = LayerList::new(closure, &layers.plan, &layers.conventions);
+    list.manifest_digest = built.oci.as_ref().map(|m| m.manifest_digest.to_string());
+    for l in &mut list.layers {
+        let file = dir.join(&l.file);
+        l.size = std::fs::metadata(&file).ok().map(|m| m.len());
+        l.diff_id = stages::image::cached_diff_id(&file).ok().map(|d| d.0);
+    }
+    let text = list.to_json();
+    let path = dir.join(LAYERS_FILE);
+    let old = std::fs::read_to_string(&path).ok();
+    if old.as_deref() != Some(text.as_str()) {
+        if let Some(old) = old {
+            crate::outputs::write_atomic(&dir.join(PREVIOUS_LAYERS_FILE), old.as_bytes())?;
+        }
+        crate::outputs::write_atomic(&path, text.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn write_report(
