@@ -24,5 +24,6 @@ pub mod outputs;
 pub mod picture;
 pub mod reference;
 pub mod render;
+pub mod sources;
 pub mod stages;
 pub mod ui;
