@@ -72,6 +72,7 @@ async fn build(
         ui,
     };
     let outputs = plan_outputs(&args.outputs, &images)?;
+    let project = stages::nix::sources(&ctx).await?;
     let (builder, _built) = stages::builder::ensure(&ctx).await?;
     let volume = stages::store::ensure(&ctx, &builder).await?;
 
@@ -81,10 +82,11 @@ async fn build(
             let builder = &builder;
             let volume = &volume;
             let outputs = &outputs;
+            let project = &project;
             async move {
                 (
                     image.reference(),
-                    build_one(ctx, builder, volume, image, !args.locked, outputs).await,
+                    build_one(ctx, builder, volume, project, image, !args.locked, outputs).await,
                 )
             }
         })
@@ -159,6 +161,7 @@ async fn build_one(
     ctx: &Ctx<'_>,
     builder: &BuilderImage,
     store: &stages::store::Store,
+    project: &stages::nix::ProjectSources,
     image: &Image,
     tag: bool,
     outputs: &[(String, Output)],
@@ -174,7 +177,7 @@ async fn build_one(
     .map_err(|e| Error::internal("locking the output folder", e))?;
     let t = Instant::now();
     let volume = store.name.as_str();
-    let (closure, nix_ran) = stages::nix::run(ctx, builder, store, image, &dir).await?;
+    let (closure, nix_ran) = stages::nix::run(ctx, builder, store, project, image, &dir).await?;
     let nix_time = t.elapsed();
     let t = Instant::now();
     let layers = stages::layers::prepare(image, &dir, &closure)?;
