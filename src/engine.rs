@@ -7,8 +7,8 @@
 //! (`DOCKER_HOST=ssh://…` or `tcp://…`). Layers are never buffered whole:
 //! build contexts and image archives are written by a blocking tar writer
 //! into a channel, container output and downloads are stored as they
-//! arrive. (The project's own files, sent to the builder, are packed in
-//! memory: they are also the nix stage's key.)
+//! arrive. The project's own files go to the builder the same way
+//! ([`Upload::Stream`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -192,6 +192,20 @@ pub struct Engine {
     pub cleanup: Cleanup,
 }
 
+/// Writes a tar archive into a builder; may be called more than once.
+pub type TarWriter =
+    Arc<dyn Fn(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()> + Send + Sync>;
+
+/// A tar archive to unpack at `/` in a container before it starts.
+#[derive(Clone)]
+pub enum Upload {
+    /// A small archive made in memory.
+    Bytes(Bytes),
+    /// An archive written on a blocking thread as the engine reads it, so
+    /// that no part of it but one chunk is in memory (the project's files).
+    Stream(TarWriter),
+}
+
 /// What to run in a container.
 #[derive(Clone)]
 pub struct RunSpec<'a> {
@@ -208,7 +222,7 @@ pub struct RunSpec<'a> {
     /// Host folders: (host path, mount point). Only for a local engine.
     pub binds: Vec<(String, String)>,
     /// Tar archives to unpack at `/` before the container starts.
-    pub uploads: Vec<Vec<u8>>,
+    pub uploads: Vec<Upload>,
     /// Labels for the container (so a stray one can be found).
     pub labels: HashMap<String, String>,
     /// Stdout is data, not a log: no log driver keeps a copy of it, and it
@@ -642,15 +656,40 @@ impl Engine {
             .map_err(api(format!("creating a container from {}", spec.image)))?;
         let id = created.id;
         self.cleanup.add(&id);
-        for archive in &spec.uploads {
-            let opts = UploadToContainerOptionsBuilder::default().path("/").build();
-            let bytes = Bytes::from(archive.clone());
-            self.docker
-                .upload_to_container(&id, Some(opts), bollard::body_full(bytes))
-                .await
-                .map_err(api("uploading files into the builder"))?;
+        for upload in &spec.uploads {
+            self.upload(&id, upload).await?;
         }
         Ok(id)
+    }
+
+    /// Unpacks one archive at `/` in container `id`.
+    async fn upload(&self, id: &str, upload: &Upload) -> Result<(), EngineError> {
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        let what = "uploading files into the builder";
+        match upload {
+            Upload::Bytes(bytes) => self
+                .docker
+                .upload_to_container(id, Some(opts), bollard::body_full(bytes.clone()))
+                .await
+                .map_err(api(what)),
+            Upload::Stream(write) => {
+                let write = write.clone();
+                let (body, producer) = tar_body(move |b| write(b));
+                let sent = self
+                    .uploading()
+                    .upload_to_container(id, Some(opts), bollard::body_try_stream(body))
+                    .await;
+                // The writer's own error (a file that could not be read)
+                // says more than the engine's "unexpected EOF".
+                match producer.await {
+                    Ok(Err(e)) => Err(EngineError::Api {
+                        action: what.into(),
+                        reason: e.to_string(),
+                    }),
+                    _ => sent.map_err(api(what)),
+                }
+            }
+        }
     }
 
     /// Starts a container, streams its output lines to `on_line`, waits,
@@ -908,7 +947,7 @@ impl Write for ChannelWriter {
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
-                "the engine stopped reading the build context",
+                "the engine stopped reading the archive",
             )
         })
     }

@@ -27,5 +27,6 @@ pub mod record;
 pub mod reference;
 pub mod render;
 pub mod sbom;
+pub mod sources;
 pub mod stages;
 pub mod ui;

@@ -63,6 +63,14 @@ impl Ui {
         }
     }
 
+    /// A warning on stderr, shown even with `-q`.
+    pub fn warn(&self, s: &str) {
+        match &self.multi {
+            Some(m) => m.suspend(|| eprintln!("{s}")),
+            None => eprintln!("{s}"),
+        }
+    }
+
     /// Starts a stage for `what` (e.g. the image name).
     pub fn stage(&self, what: &str, stage: &str) -> Stage {
         let bar = self.multi.as_ref().map(|m| {

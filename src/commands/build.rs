@@ -79,6 +79,7 @@ async fn build(
         renderer: &renderer,
         ui,
     };
+    let project = stages::nix::sources(&ctx).await?;
     let (builder, _built) = stages::builder::ensure(&ctx).await?;
     let volume = stages::store::ensure(&ctx, &builder).await?;
 
@@ -87,10 +88,11 @@ async fn build(
             let ctx = &ctx;
             let builder = &builder;
             let volume = &volume;
+            let project = &project;
             async move {
                 (
                     image.reference(),
-                    build_one(ctx, builder, volume, image, !args.locked, outputs).await,
+                    build_one(ctx, builder, volume, project, image, !args.locked, outputs).await,
                 )
             }
         })
@@ -170,6 +172,7 @@ async fn build_one(
     ctx: &Ctx<'_>,
     builder: &BuilderImage,
     store: &stages::store::Store,
+    project: &stages::nix::ProjectSources,
     image: &Image,
     tag: bool,
     outputs: &[(String, Output)],
@@ -187,7 +190,7 @@ async fn build_one(
     let volume = store.name.as_str();
     // The closure of the build before, to say what changed.
     let previous = crate::outputs::read_closure(&dir).and_then(Result::ok);
-    let (closure, nix_ran) = stages::nix::run(ctx, builder, store, image, &dir).await?;
+    let (closure, nix_ran) = stages::nix::run(ctx, builder, store, project, image, &dir).await?;
     let nix_time = t.elapsed();
     let t = Instant::now();
     let layers = stages::layers::prepare(image, &dir, &closure)?;

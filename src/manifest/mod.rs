@@ -24,10 +24,6 @@ use crate::reference::{ImageName, ImageRef, Tag};
 /// image, pinned so that the store volume named after it stays valid.
 pub const DEFAULT_BUILDER_FROM: &str = "nixos/nix:2.28.3";
 
-/// Top-level entries of the project that are never sent to the builder:
-/// nixpack's outputs and lock, version control, common build folders.
-pub const NOT_SENT: &[&str] = &[".nixpack", ".git", "target", "node_modules", "nixpack.lock"];
-
 /// Layers per image when `layers` is not set.
 pub const DEFAULT_LAYERS: u16 = 100;
 

@@ -845,17 +845,25 @@ fn project_path(p: &Spanned<String>, root: &Path, what: &str) -> Check<String> {
             None,
         );
     }
-    if let Some(skipped) = NOT_SENT.iter().find(|d| parts[0] == **d) {
+    // What the sources walk always leaves out (`.gitignore` rules are
+    // checked at build time, against the walk itself).
+    use crate::sources::{NEVER_SENT, NEVER_SENT_TOP};
+    let skipped = parts
+        .iter()
+        .find(|p| NEVER_SENT.contains(p))
+        .or_else(|| NEVER_SENT_TOP.iter().find(|d| parts == [**d]));
+    if let Some(skipped) = skipped {
         return problem(
             p.span(),
             format!(
-                "the {what} `{}` lies in `{skipped}/`, which nixpack does not send to the builder",
+                "the {what} `{}` lies in `{skipped}`, which nixpack does not send to the builder",
                 p.get_ref()
             ),
             "not sent to the builder",
             Some(format!(
-                "move it out of `{skipped}/`; nixpack leaves {} out of what it sends",
-                NOT_SENT.join(", ")
+                "move it out of `{skipped}`; nixpack never sends {} (at any depth) or the top-level {}",
+                NEVER_SENT.join(", "),
+                NEVER_SENT_TOP.join(", ")
             )),
         );
     }

@@ -243,7 +243,7 @@ pub async fn produce(
         entrypoint: None,
         env: vec!["NIXPACK_DUMP=/nixpack/plan/dump.req".into()],
         volumes: vec![(volume.to_owned(), "/nix".into())],
-        uploads: vec![upload],
+        uploads: vec![crate::engine::Upload::Bytes(upload.into())],
         labels: HashMap::from([
             ("dev.nixpack.stage".to_owned(), "layers".to_owned()),
             ("dev.nixpack.image".to_owned(), name.clone()),
