@@ -404,7 +404,9 @@ fn second_ctrl_c_is_swallowed_regression_exits_at_once() {
             &[("default.nix", &sleeping_expression(&name))],
         );
         let mut b = Build::start(dir.path(), &host, &[]);
-        b.wait_for(&name, Duration::from_secs(180));
+        b.wait_for(": nix-build", Duration::from_secs(180));
+        // The derivation's own echo: the builder container runs.
+        b.wait_for(&name, Duration::from_secs(60));
         b.signal("-INT");
         b.wait_for("interrupted", Duration::from_secs(2));
         b.signal("-INT");
