@@ -232,10 +232,31 @@ impl Drop for Resources {
                 ),
             );
             for name in [v.clone(), format!("{v}.seeded")] {
-                let _ = rt.block_on(d.remove_volume(
-                    &name,
-                    None::<bollard::query_parameters::RemoveVolumeOptions>,
-                ));
+                // A container the engine was still creating when nixpack
+                // exited may hold it for a moment.
+                for _ in 0..25 {
+                    for c in containers(&d, &self.label) {
+                        let opts =
+                            bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+                                .force(true)
+                                .build();
+                        let _ = rt.block_on(d.remove_container(&c, Some(opts)));
+                    }
+                    let gone = rt.block_on(d.remove_volume(
+                        &name,
+                        None::<bollard::query_parameters::RemoveVolumeOptions>,
+                    ));
+                    if !matches!(
+                        gone,
+                        Err(bollard::errors::Error::DockerResponseServerError {
+                            status_code: 409,
+                            ..
+                        })
+                    ) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
             }
         }
         for i in &self.images {
