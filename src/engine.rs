@@ -650,6 +650,115 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes an image by reference, never forced, and says what became
+    /// of it: a container that uses it keeps it.
+    pub async fn remove_image_if_unused(&self, reference: &str) -> Result<Removal, EngineError> {
+        let opts = RemoveImageOptionsBuilder::default().force(false).build();
+        match self.docker.remove_image(reference, Some(opts), None).await {
+            Ok(_) => Ok(Removal::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removal::Gone),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Ok(Removal::InUse(message)),
+            Err(e) => Err(api(format!("removing image {reference}"))(e)),
+        }
+    }
+
+    /// Removes a volume unless a container uses it, and says which.
+    pub async fn remove_volume_if_unused(&self, name: &str) -> Result<Removal, EngineError> {
+        match self
+            .docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(Removal::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removal::Gone),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Ok(Removal::InUse(message)),
+            Err(e) => Err(api(format!("removing volume {name}"))(e)),
+        }
+    }
+
+    /// Images matching `filters` (`label`, `dangling`, `reference`, …):
+    /// id, tags, labels and size.
+    pub async fn list_images(
+        &self,
+        filters: HashMap<&str, Vec<&str>>,
+    ) -> Result<Vec<ListedImage>, EngineError> {
+        let opts = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(api("listing images"))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ListedImage {
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                labels: i.labels,
+                size: i.size.max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// The names of the containers labelled `label` (`key` or `key=value`).
+    pub async fn container_names_labelled(&self, label: &str) -> Result<Vec<String>, EngineError> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label", vec![label])]))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("listing containers"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                c.names?
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+            })
+            .collect())
+    }
+
+    /// Every volume's size in bytes, from the engine's disk-usage endpoint
+    /// (`GET /system/df`), for a local engine (`unix://`); empty when it
+    /// cannot say. bollard 0.21 reads only the answer of API 1.52 and later
+    /// (`VolumeUsage`); the engines before it answer `Volumes`, which it
+    /// drops, so this one request is made on the socket directly.
+    pub async fn volume_sizes(&self) -> HashMap<String, u64> {
+        let Some(path) = self.host.strip_prefix("unix://") else {
+            return HashMap::new();
+        };
+        let answer = async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::UnixStream::connect(path).await?;
+            s.write_all(b"GET /system/df?type=volume HTTP/1.0\r\nHost: docker\r\n\r\n")
+                .await?;
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await?;
+            Ok::<_, std::io::Error>(all)
+        };
+        let Ok(Ok(all)) = tokio::time::timeout(std::time::Duration::from_secs(60), answer).await
+        else {
+            return HashMap::new();
+        };
+        let text = String::from_utf8_lossy(&all);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        parse_volume_sizes(body)
+    }
+
     /// Creates a volume (idempotent on the engine's side).
     pub async fn create_volume(
         &self,
@@ -672,7 +781,18 @@ impl Engine {
     pub async fn create_container(
         &self,
         spec: &RunSpec<'_>,
-        ports: &[(String, u16)],
+        ports: &[Published],
+    ) -> Result<String, EngineError> {
+        self.create_container_with(spec, ports, false).await
+    }
+
+    /// [`Self::create_container`]; with `tty`, the container gets a
+    /// terminal and an open stdin (see [`Self::run_tty`]).
+    pub async fn create_container_with(
+        &self,
+        spec: &RunSpec<'_>,
+        ports: &[Published],
+        tty: bool,
     ) -> Result<String, EngineError> {
         let mounts = spec
             .volumes
@@ -690,18 +810,17 @@ impl Engine {
                 ..Default::default()
             }))
             .collect();
-        let port_bindings = ports
-            .iter()
-            .map(|(p, host_port)| {
-                (
-                    p.clone(),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(host_port.to_string()),
-                    }]),
-                )
-            })
-            .collect();
+        let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for p in ports {
+            port_bindings
+                .entry(p.container.clone())
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: Some(p.ip.clone()),
+                    host_port: Some(p.host.to_string()),
+                });
+        }
         let body = ContainerCreateBody {
             image: Some(spec.image.to_owned()),
             cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
@@ -709,7 +828,12 @@ impl Engine {
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
             exposed_ports: (!ports.is_empty())
-                .then(|| ports.iter().map(|(p, _)| p.clone()).collect()),
+                .then(|| ports.iter().map(|p| p.container.clone()).collect()),
+            tty: tty.then_some(true),
+            open_stdin: tty.then_some(true),
+            attach_stdin: tty.then_some(true),
+            attach_stdout: tty.then_some(true),
+            attach_stderr: tty.then_some(true),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
                 log_config: spec
@@ -848,6 +972,76 @@ impl Engine {
         }
     }
 
+    /// Runs a created TTY container attached to this terminal: the host's
+    /// stdin goes to it, its terminal's bytes to stdout, its terminal is
+    /// sized like ours; returns its exit code. The caller removes it.
+    pub async fn run_tty(&self, id: &str, size: Option<(u16, u16)>) -> Result<i64, EngineError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let opts = bollard::query_parameters::AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let bollard::container::AttachContainerResults {
+            mut output,
+            mut input,
+        } = self
+            .docker
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(api("attaching to a container"))?;
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(api("starting a container"))?;
+        if let Some((rows, cols)) = size {
+            let resize = bollard::query_parameters::ResizeContainerTTYOptionsBuilder::default()
+                .h(i32::from(rows))
+                .w(i32::from(cols))
+                .build();
+            let _ = self.docker.resize_container_tty(id, resize).await;
+        }
+        let pump = async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if input.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        let _ = input.flush().await;
+                    }
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let show = async {
+            let mut stdout = tokio::io::stdout();
+            while let Some(Ok(out)) = output.next().await {
+                if stdout.write_all(&out.into_bytes()).await.is_err() {
+                    break;
+                }
+                let _ = stdout.flush().await;
+            }
+        };
+        tokio::select! {
+            _ = show => {}
+            _ = pump => {}
+        }
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        match self.docker.wait_container(id, Some(opts)).next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(api("waiting for a container")(e)),
+            None => Ok(0),
+        }
+    }
+
     /// Runs a container to completion with its stdout as a byte stream:
     /// attach before starting, send stdout chunks to `stdout` as they come
     /// (waiting while its reader is behind) and stderr lines to
@@ -936,6 +1130,65 @@ impl Engine {
         removed?;
         Ok(code)
     }
+}
+
+/// A container port published on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// `8080/tcp`.
+    pub container: String,
+    /// Host address.
+    pub ip: String,
+    /// Host port.
+    pub host: u16,
+}
+
+/// What became of something nixpack tried to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Removed.
+    Removed,
+    /// It was not there.
+    Gone,
+    /// A container (or, for an image, another image or tag) still uses
+    /// it; the engine's words.
+    InUse(String),
+}
+
+/// An image as the engine lists it.
+#[derive(Debug, Clone)]
+pub struct ListedImage {
+    /// `sha256:…`.
+    pub id: String,
+    /// `repo:tag` names (none for a dangling image).
+    pub tags: Vec<String>,
+    /// Config labels.
+    pub labels: HashMap<String, String>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Volume name → size from a `/system/df` answer of any API version:
+/// `Volumes` (before 1.52) or `VolumeUsage.Items`. A size of -1 (not
+/// computed) is left out.
+pub fn parse_volume_sizes(body: &str) -> HashMap<String, u64> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return HashMap::new();
+    };
+    let items = v
+        .get("Volumes")
+        .or_else(|| v.get("VolumeUsage").and_then(|u| u.get("Items")))
+        .and_then(|i| i.as_array())
+        .cloned()
+        .unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| {
+            let name = i.get("Name")?.as_str()?.to_owned();
+            let size = i.get("UsageData")?.get("Size")?.as_i64()?;
+            Some((name, u64::try_from(size).ok()?))
+        })
+        .collect()
 }
 
 /// What nixpack reads of an image.

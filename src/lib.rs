@@ -23,6 +23,7 @@ pub mod oci;
 pub mod outputs;
 pub mod picture;
 pub mod reference;
+pub mod registry;
 pub mod render;
 pub mod stages;
 pub mod ui;

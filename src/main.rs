@@ -59,5 +59,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
             commands::run::run(manifest, args, out)
         }
+        Command::Clean(args) => {
+            let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
+            commands::clean::run(&manifest, args, out)
+        }
+        Command::Gc(args) => commands::gc::run(args, out),
     }
 }

@@ -95,6 +95,20 @@ async fn build(
     };
     let (builder, _built) = stages::builder::ensure(&ctx).await?;
     let volume = stages::store::ensure(&ctx, &builder).await?;
+    // For `nixpack gc`: this project now uses this builder and volume.
+    let recorded = crate::registry::record_build(
+        &engine.host,
+        &std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
+        crate::registry::ProjectUse {
+            builder: builder.reference.clone(),
+            store_volume: volume.name.clone(),
+            images: manifest.images.iter().map(|i| i.name.to_string()).collect(),
+        },
+    )
+    .await;
+    if let Err(e) = recorded {
+        ui.log(&format!("warning: could not record this build for `nixpack gc` ({e}); gc will keep its builder and volume"));
+    }
 
     let results: Vec<(String, Result<Outcome, Error>)> = futures_util::stream::iter(images)
         .map(|image| {
