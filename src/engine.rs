@@ -1351,3 +1351,37 @@ fn unpack_stripped(reader: impl std::io::Read, dest: &Path) -> std::io::Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod df_tests {
+    use super::*;
+
+    #[test]
+    fn volume_sizes_are_read_from_both_df_layouts() {
+        let old = r#"{"Volumes":[{"Name":"a","UsageData":{"Size":42,"RefCount":0}},{"Name":"b","UsageData":{"Size":-1,"RefCount":0}}]}"#;
+        assert_eq!(
+            parse_volume_sizes(old),
+            HashMap::from([("a".to_owned(), 42)])
+        );
+        let new = r#"{"VolumeUsage":{"Items":[{"Name":"c","UsageData":{"Size":7,"RefCount":1}}]}}"#;
+        assert_eq!(
+            parse_volume_sizes(new),
+            HashMap::from([("c".to_owned(), 7)])
+        );
+        assert!(parse_volume_sizes("not json").is_empty());
+    }
+
+    #[test]
+    fn engine_times_are_read_as_unix_seconds() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_seconds("2026-11-24T23:26:24.123456789Z"),
+            Some(1_795_562_784)
+        );
+        assert_eq!(
+            unix_seconds("2026-11-25T00:26:24+01:00"),
+            Some(1_795_562_784)
+        );
+        assert_eq!(unix_seconds("yesterday"), None);
+    }
+}

@@ -385,6 +385,28 @@ fn run_passes_the_exit_code_through_takes_p_and_warns_when_stale() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("hi"));
         assert!(!stderr.contains("warning"), "{stderr}");
 
+        // With a terminal on stdin and stdout (script(1) makes one), the
+        // container gets one too; the exit code still comes through.
+        if Command::new("script").arg("--version").output().is_ok() {
+            let inner = format!(
+                "{} run -q -- -c 'import sys, os; print(\"tty\", os.isatty(0), os.isatty(1)); sys.exit(3)'",
+                env!("CARGO_BIN_EXE_nixpack")
+            );
+            let mut cmd = Command::new("script");
+            cmd.args(["-qec", &inner, "/dev/null"])
+                .current_dir(dir.path())
+                .env("XDG_STATE_HOME", state.path())
+                .stdin(std::process::Stdio::null());
+            match &host {
+                Some(h) => cmd.env("DOCKER_HOST", h),
+                None => cmd.env_remove("DOCKER_HOST"),
+            };
+            let out = cmd.output().unwrap();
+            let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(out.status.code(), Some(3), "{seen}");
+            assert!(seen.contains("tty True True"), "{seen}");
+        }
+
         // The project changed since the build: say so.
         std::thread::sleep(Duration::from_millis(20));
         let nix = dir.path().join("default.nix");
