@@ -40,6 +40,29 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Show why the image holds a store path: the shortest chain from the result to it.
     Why(WhyArgs),
+    /// Remove this project's outputs (.nixpack/) and the images it tagged.
+    Clean(CleanArgs),
+    /// Remove builder images and store volumes no project on this machine uses.
+    Gc(GcArgs),
+}
+
+/// `nixpack clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Only this image (repeatable; default: all).
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+    /// List what would be removed, with sizes; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `nixpack gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// List what would be removed, with sizes; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `nixpack init`.
@@ -115,6 +138,11 @@ pub struct RunArgs {
     /// The image to run (default: the only one, or the first declared).
     #[arg(long = "image", value_name = "NAME")]
     pub image: Option<String>,
+    /// Publish the container's port CONTAINER on HOST instead (repeatable):
+    /// `8081:8080` (on 127.0.0.1), `0.0.0.0:8081:8080`, `8081:53/udp`.
+    /// Default: each of the image's ports on the same number of 127.0.0.1.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER[/PROTO]", value_parser = parse_publish)]
+    pub publish: Vec<Publish>,
     /// Arguments passed to the image (replace its CMD).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -141,4 +169,62 @@ pub struct WhyArgs {
     /// The image (default: the only one, or the first declared).
     #[arg(long = "image", value_name = "NAME")]
     pub image: Option<String>,
+}
+
+/// One `-p`: where a container port is published on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The host address (default 127.0.0.1).
+    pub ip: String,
+    /// The host port.
+    pub host: u16,
+    /// The container port with its protocol, as the engine names it (`8080/tcp`).
+    pub container: String,
+}
+
+fn parse_publish(s: &str) -> Result<Publish, String> {
+    let (spec, proto) = match s.rsplit_once('/') {
+        Some((spec, p @ ("tcp" | "udp" | "sctp"))) => (spec, p),
+        Some((_, p)) => return Err(format!("unknown protocol `{p}`: write tcp, udp or sctp")),
+        None => (s, "tcp"),
+    };
+    let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [c, h] => ("127.0.0.1", *h, *c),
+        [c, h, ip] => (*ip, *h, *c),
+        _ => return Err(format!("`{s}` is not HOST:CONTAINER")),
+    };
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("`{p}` is not a port (1 to 65535)"))
+    };
+    Ok(Publish {
+        ip: ip.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: port(host)?,
+        container: format!("{}/{proto}", port(container)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_takes_host_container_with_optional_ip_and_protocol() {
+        let p = parse_publish("8081:8080").unwrap();
+        assert_eq!(
+            (p.ip.as_str(), p.host, p.container.as_str()),
+            ("127.0.0.1", 8081, "8080/tcp")
+        );
+        let p = parse_publish("0.0.0.0:53:5353/udp").unwrap();
+        assert_eq!(
+            (p.ip.as_str(), p.host, p.container.as_str()),
+            ("0.0.0.0", 53, "5353/udp")
+        );
+        assert!(parse_publish("8080").is_err());
+        assert!(parse_publish("x:8080").is_err());
+        assert!(parse_publish("1:2/icmp").is_err());
+    }
 }

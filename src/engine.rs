@@ -154,6 +154,7 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 #[derive(Clone, Default)]
 pub struct Cleanup {
     containers: Arc<Mutex<Vec<String>>>,
+    images: Arc<Mutex<Vec<String>>>,
 }
 
 impl Cleanup {
@@ -171,16 +172,142 @@ impl Cleanup {
             .retain(|c| c != id);
     }
 
-    /// Force-removes every container still registered.
+    /// Registers an image loaded but not tagged yet: an interrupt removes it.
+    pub fn add_image(&self, id: &str) {
+        self.images
+            .lock()
+            .expect("cleanup lock")
+            .push(id.to_owned());
+    }
+
+    /// The image is tagged (or kept on purpose): an interrupt leaves it.
+    pub fn forget_image(&self, id: &str) {
+        self.images
+            .lock()
+            .expect("cleanup lock")
+            .retain(|i| i != id);
+    }
+
+    /// Force-removes every container still registered, all at once and
+    /// without a grace period: nothing they were doing is worth keeping,
+    /// and Ctrl-C must return within a couple of seconds.
     pub async fn run(&self, engine: &Engine) {
         let ids: Vec<String> = std::mem::take(&mut *self.containers.lock().expect("cleanup lock"));
+        futures_util::future::join_all(ids.iter().map(|id| engine.force_remove_container(id)))
+            .await;
+    }
+
+    /// [`Self::run`], then removes the registered images that are still
+    /// untagged (never forced: one a tag or a container holds stays).
+    pub async fn run_interrupted(&self, engine: &Engine) {
+        self.run(engine).await;
+        let ids: Vec<String> = std::mem::take(&mut *self.images.lock().expect("cleanup lock"));
         for id in ids {
-            let _ = engine.remove_container(&id).await;
+            if let Ok(i) = engine.docker.inspect_image(&id).await {
+                if i.repo_tags.unwrap_or_default().is_empty() {
+                    let _ = engine.remove_image(&id).await;
+                }
+            }
         }
     }
 }
 
-/// A connected engine.
+/// Who holds an engine-wide lock (see [`Engine::try_lock`]): labels on the
+/// lock container, so that a lock whose owner is gone can be taken over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockOwner {
+    /// Host name and machine id of the owner's machine.
+    pub host: String,
+    /// The kernel's boot id there: a reboot ends every owner.
+    pub boot: String,
+    /// The owner's process id.
+    pub pid: u32,
+    /// The process's start time (clock ticks since boot, `/proc/PID/stat`),
+    /// so that a reused pid is not taken for the owner.
+    pub start: String,
+}
+
+const LOCK_HOST: &str = "dev.nixpack.lock.host";
+const LOCK_BOOT: &str = "dev.nixpack.lock.boot";
+const LOCK_PID: &str = "dev.nixpack.lock.pid";
+const LOCK_START: &str = "dev.nixpack.lock.start";
+
+impl LockOwner {
+    /// This process.
+    pub fn me() -> LockOwner {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let pid = std::process::id();
+        LockOwner {
+            host: format!(
+                "{}/{}",
+                read("/proc/sys/kernel/hostname"),
+                read("/etc/machine-id")
+            ),
+            boot: read("/proc/sys/kernel/random/boot_id"),
+            pid,
+            start: process_start(pid).unwrap_or_default(),
+        }
+    }
+
+    fn labels(&self) -> [(String, String); 4] {
+        [
+            (LOCK_HOST.to_owned(), self.host.clone()),
+            (LOCK_BOOT.to_owned(), self.boot.clone()),
+            (LOCK_PID.to_owned(), self.pid.to_string()),
+            (LOCK_START.to_owned(), self.start.clone()),
+        ]
+    }
+
+    fn from_labels(labels: &HashMap<String, String>) -> Option<LockOwner> {
+        Some(LockOwner {
+            host: labels.get(LOCK_HOST)?.clone(),
+            boot: labels.get(LOCK_BOOT)?.clone(),
+            pid: labels.get(LOCK_PID)?.parse().ok()?,
+            start: labels.get(LOCK_START)?.clone(),
+        })
+    }
+
+    /// Whether this owner is certainly gone, as seen from `here`: on the
+    /// same machine and boot, its process (pid and start time) no longer
+    /// runs; on the same machine, another boot. An owner on another
+    /// machine cannot be checked from here: `None`.
+    pub fn gone(&self, here: &LockOwner) -> Option<bool> {
+        if self.host != here.host || self.host.starts_with('/') {
+            return None;
+        }
+        if self.boot != here.boot {
+            return Some(true);
+        }
+        Some(process_start(self.pid).as_deref() != Some(self.start.as_str()))
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks
+/// since boot; `None` when there is no such process.
+fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_owned)
+}
+
+/// A lock container as [`Engine::lock_facts`] sees it.
+#[derive(Debug, Clone)]
+pub struct LockFacts {
+    /// The container's id (release or take over by id, never by name: the
+    /// name may belong to a newer holder by then).
+    pub id: String,
+    /// Who holds it, when the lock says so (older nixpacks did not).
+    pub owner: Option<LockOwner>,
+    /// How long ago it was taken.
+    pub age: std::time::Duration,
+}
+
+/// A connected engine./// A connected engine.
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
@@ -480,10 +607,12 @@ impl Engine {
                 reason: e.to_string(),
             });
         }
-        id.ok_or_else(|| EngineError::Api {
+        let id = id.ok_or_else(|| EngineError::Api {
             action: "loading the image".into(),
             reason: "the engine reported no image id".into(),
-        })
+        })?;
+        self.cleanup.add_image(&id);
+        Ok(id)
     }
 
     /// Tags `id` as `repo:tag`.
@@ -552,28 +681,185 @@ impl Engine {
     }
 
     /// An engine-wide lock: creates a (never started) container called
-    /// `name`; false when another client holds it. Release it with
-    /// [`Engine::remove_container`]; it is registered for cleanup.
-    pub async fn try_lock(&self, name: &str, image: &str) -> Result<bool, EngineError> {
+    /// `name`, labelled with its owner ([`LockOwner`]); its id, or `None`
+    /// when another client holds it. Release it with
+    /// [`Engine::force_remove_container`] by that id; it is registered for
+    /// cleanup.
+    pub async fn try_lock(&self, name: &str, image: &str) -> Result<Option<String>, EngineError> {
+        let mut labels = HashMap::from([("dev.nixpack.lock".to_owned(), name.to_owned())]);
+        labels.extend(LockOwner::me().labels());
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
-            labels: Some(HashMap::from([(
-                "dev.nixpack.lock".to_owned(),
-                name.to_owned(),
-            )])),
+            labels: Some(labels),
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         match self.docker.create_container(Some(opts), body).await {
-            Ok(_) => {
-                self.cleanup.add(name);
-                Ok(true)
+            Ok(created) => {
+                self.cleanup.add(&created.id);
+                Ok(Some(created.id))
             }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
-            }) => Ok(false),
+            }) => Ok(None),
             Err(e) => Err(api(format!("creating the lock {name}"))(e)),
         }
+    }
+
+    /// The lock container `name`, or `None` when nobody holds it.
+    pub async fn lock_facts(&self, name: &str) -> Result<Option<LockFacts>, EngineError> {
+        let c = match self
+            .docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(api(format!("inspecting the lock {name}"))(e)),
+        };
+        let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+        let created = c
+            .created
+            .as_deref()
+            .and_then(crate::engine::unix_seconds)
+            .unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(Some(LockFacts {
+            id: c.id.unwrap_or_else(|| name.to_owned()),
+            owner: LockOwner::from_labels(&labels),
+            age: std::time::Duration::from_secs(now.saturating_sub(created)),
+        }))
+    }
+
+    /// Force-removes every container with `label` (`key=value`).
+    pub async fn remove_containers_labelled(&self, label: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label", vec![label])]))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("listing containers"))?;
+        for c in list.into_iter().filter_map(|c| c.id) {
+            self.force_remove_container(&c).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes an image by reference, never forced, and says what became
+    /// of it: a container that uses it keeps it.
+    pub async fn remove_image_if_unused(&self, reference: &str) -> Result<Removal, EngineError> {
+        let opts = RemoveImageOptionsBuilder::default().force(false).build();
+        match self.docker.remove_image(reference, Some(opts), None).await {
+            Ok(_) => Ok(Removal::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removal::Gone),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Ok(Removal::InUse(message)),
+            Err(e) => Err(api(format!("removing image {reference}"))(e)),
+        }
+    }
+
+    /// Removes a volume unless a container uses it, and says which.
+    pub async fn remove_volume_if_unused(&self, name: &str) -> Result<Removal, EngineError> {
+        match self
+            .docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(Removal::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removal::Gone),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Ok(Removal::InUse(message)),
+            Err(e) => Err(api(format!("removing volume {name}"))(e)),
+        }
+    }
+
+    /// Images matching `filters` (`label`, `dangling`, `reference`, …):
+    /// id, tags, labels and size.
+    pub async fn list_images(
+        &self,
+        filters: HashMap<&str, Vec<&str>>,
+    ) -> Result<Vec<ListedImage>, EngineError> {
+        let opts = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(api("listing images"))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ListedImage {
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                labels: i.labels,
+                size: i.size.max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// The names of the containers labelled `label` (`key` or `key=value`).
+    pub async fn container_names_labelled(&self, label: &str) -> Result<Vec<String>, EngineError> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label", vec![label])]))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("listing containers"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                c.names?
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+            })
+            .collect())
+    }
+
+    /// Every volume's size in bytes, from the engine's disk-usage endpoint
+    /// (`GET /system/df`), for a local engine (`unix://`); empty when it
+    /// cannot say. bollard 0.21 reads only the answer of API 1.52 and later
+    /// (`VolumeUsage`); the engines before it answer `Volumes`, which it
+    /// drops, so this one request is made on the socket directly.
+    pub async fn volume_sizes(&self) -> HashMap<String, u64> {
+        let Some(path) = self.host.strip_prefix("unix://") else {
+            return HashMap::new();
+        };
+        let answer = async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::UnixStream::connect(path).await?;
+            s.write_all(b"GET /system/df?type=volume HTTP/1.0\r\nHost: docker\r\n\r\n")
+                .await?;
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await?;
+            Ok::<_, std::io::Error>(all)
+        };
+        let Ok(Ok(all)) = tokio::time::timeout(std::time::Duration::from_secs(60), answer).await
+        else {
+            return HashMap::new();
+        };
+        let text = String::from_utf8_lossy(&all);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        parse_volume_sizes(body)
     }
 
     /// Creates a volume (idempotent on the engine's side).
@@ -598,7 +884,18 @@ impl Engine {
     pub async fn create_container(
         &self,
         spec: &RunSpec<'_>,
-        ports: &[(String, u16)],
+        ports: &[Published],
+    ) -> Result<String, EngineError> {
+        self.create_container_with(spec, ports, false).await
+    }
+
+    /// [`Self::create_container`]; with `tty`, the container gets a
+    /// terminal and an open stdin (see [`Self::run_tty`]).
+    pub async fn create_container_with(
+        &self,
+        spec: &RunSpec<'_>,
+        ports: &[Published],
+        tty: bool,
     ) -> Result<String, EngineError> {
         let mounts = spec
             .volumes
@@ -616,18 +913,17 @@ impl Engine {
                 ..Default::default()
             }))
             .collect();
-        let port_bindings = ports
-            .iter()
-            .map(|(p, host_port)| {
-                (
-                    p.clone(),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(host_port.to_string()),
-                    }]),
-                )
-            })
-            .collect();
+        let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for p in ports {
+            port_bindings
+                .entry(p.container.clone())
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: Some(p.ip.clone()),
+                    host_port: Some(p.host.to_string()),
+                });
+        }
         let body = ContainerCreateBody {
             image: Some(spec.image.to_owned()),
             cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
@@ -635,7 +931,12 @@ impl Engine {
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
             exposed_ports: (!ports.is_empty())
-                .then(|| ports.iter().map(|(p, _)| p.clone()).collect()),
+                .then(|| ports.iter().map(|p| p.container.clone()).collect()),
+            tty: tty.then_some(true),
+            open_stdin: tty.then_some(true),
+            attach_stdin: tty.then_some(true),
+            attach_stdout: tty.then_some(true),
+            attach_stderr: tty.then_some(true),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
                 log_config: spec
@@ -784,6 +1085,91 @@ impl Engine {
         }
     }
 
+    /// Removes a container at once (killing it if it runs) and its
+    /// anonymous volumes: for clean-up, where nothing it does matters.
+    pub async fn force_remove_container(&self, id: &str) -> Result<(), EngineError> {
+        self.cleanup.forget(id);
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api("removing a container")(e)),
+        }
+    }
+
+    /// Runs a created TTY container attached to this terminal: the host's
+    /// stdin goes to it, its terminal's bytes to stdout, its terminal is
+    /// sized like ours; returns its exit code. The caller removes it.
+    pub async fn run_tty(&self, id: &str, size: Option<(u16, u16)>) -> Result<i64, EngineError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let opts = bollard::query_parameters::AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let bollard::container::AttachContainerResults {
+            mut output,
+            mut input,
+        } = self
+            .docker
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(api("attaching to a container"))?;
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(api("starting a container"))?;
+        if let Some((rows, cols)) = size {
+            let resize = bollard::query_parameters::ResizeContainerTTYOptionsBuilder::default()
+                .h(i32::from(rows))
+                .w(i32::from(cols))
+                .build();
+            let _ = self.docker.resize_container_tty(id, resize).await;
+        }
+        let pump = async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if input.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        let _ = input.flush().await;
+                    }
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let show = async {
+            let mut stdout = tokio::io::stdout();
+            while let Some(Ok(out)) = output.next().await {
+                if stdout.write_all(&out.into_bytes()).await.is_err() {
+                    break;
+                }
+                let _ = stdout.flush().await;
+            }
+        };
+        tokio::select! {
+            _ = show => {}
+            _ = pump => {}
+        }
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        match self.docker.wait_container(id, Some(opts)).next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(api("waiting for a container")(e)),
+            None => Ok(0),
+        }
+    }
+
     /// Runs a container to completion with its stdout as a byte stream:
     /// attach before starting, send stdout chunks to `stdout` as they come
     /// (waiting while its reader is behind) and stderr lines to
@@ -874,6 +1260,65 @@ impl Engine {
     }
 }
 
+/// A container port published on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// `8080/tcp`.
+    pub container: String,
+    /// Host address.
+    pub ip: String,
+    /// Host port.
+    pub host: u16,
+}
+
+/// What became of something nixpack tried to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Removed.
+    Removed,
+    /// It was not there.
+    Gone,
+    /// A container (or, for an image, another image or tag) still uses
+    /// it; the engine's words.
+    InUse(String),
+}
+
+/// An image as the engine lists it.
+#[derive(Debug, Clone)]
+pub struct ListedImage {
+    /// `sha256:…`.
+    pub id: String,
+    /// `repo:tag` names (none for a dangling image).
+    pub tags: Vec<String>,
+    /// Config labels.
+    pub labels: HashMap<String, String>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Volume name → size from a `/system/df` answer of any API version:
+/// `Volumes` (before 1.52) or `VolumeUsage.Items`. A size of -1 (not
+/// computed) is left out.
+pub fn parse_volume_sizes(body: &str) -> HashMap<String, u64> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return HashMap::new();
+    };
+    let items = v
+        .get("Volumes")
+        .or_else(|| v.get("VolumeUsage").and_then(|u| u.get("Items")))
+        .and_then(|i| i.as_array())
+        .cloned()
+        .unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| {
+            let name = i.get("Name")?.as_str()?.to_owned();
+            let size = i.get("UsageData")?.get("Size")?.as_i64()?;
+            Some((name, u64::try_from(size).ok()?))
+        })
+        .collect()
+}
+
 /// What nixpack reads of an image.
 #[derive(Debug, Clone)]
 pub struct ImageFacts {
@@ -888,6 +1333,42 @@ pub struct ImageFacts {
 }
 
 const CHUNK: usize = 256 * 1024;
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC time as the engine
+/// writes it (`2026-11-24T23:26:24.123456789Z`; a numeric offset is
+/// applied).
+pub fn unix_seconds(t: &str) -> Option<u64> {
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (clock, offset) = match time.find(['Z', '+', '-']) {
+        Some(i) => (&time[..i], &time[i..]),
+        None => (time, "Z"),
+    };
+    let mut c = clock.split(':');
+    let h: i64 = c.next()?.parse().ok()?;
+    let min: i64 = c.next()?.parse().ok()?;
+    let sec: i64 = c.next()?.split('.').next()?.parse().ok()?;
+    let off = match offset.as_bytes().first() {
+        Some(b'+') | Some(b'-') => {
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let mut o = offset[1..].split(':');
+            let oh: i64 = o.next()?.parse().ok()?;
+            let om: i64 = o.next().unwrap_or("0").parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => 0,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    u64::try_from(days * 86400 + h * 3600 + min * 60 + sec - off).ok()
+}
 
 /// A short image id as the Engine's builder prints it after each step.
 fn is_short_id(s: &str) -> bool {
@@ -989,13 +1470,46 @@ fn unpack_stripped(reader: impl std::io::Read, dest: &Path) -> std::io::Result<(
             std::fs::create_dir_all(parent)?;
         }
         // Unique per process and entry: two builds may fetch the same layer.
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut partial = target.clone().into_os_string();
-        partial.push(format!(".partial-{}-{seq}", std::process::id()));
-        let partial = PathBuf::from(partial);
-        entry.unpack(&partial)?;
+        let partial = crate::outputs::partial_path(&target)?;
+        if let Err(e) = entry.unpack(&partial) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
         std::fs::rename(&partial, &target)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod df_tests {
+    use super::*;
+
+    #[test]
+    fn volume_sizes_are_read_from_both_df_layouts() {
+        let old = r#"{"Volumes":[{"Name":"a","UsageData":{"Size":42,"RefCount":0}},{"Name":"b","UsageData":{"Size":-1,"RefCount":0}}]}"#;
+        assert_eq!(
+            parse_volume_sizes(old),
+            HashMap::from([("a".to_owned(), 42)])
+        );
+        let new = r#"{"VolumeUsage":{"Items":[{"Name":"c","UsageData":{"Size":7,"RefCount":1}}]}}"#;
+        assert_eq!(
+            parse_volume_sizes(new),
+            HashMap::from([("c".to_owned(), 7)])
+        );
+        assert!(parse_volume_sizes("not json").is_empty());
+    }
+
+    #[test]
+    fn engine_times_are_read_as_unix_seconds() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_seconds("2026-11-24T23:26:24.123456789Z"),
+            Some(1_795_562_784)
+        );
+        assert_eq!(
+            unix_seconds("2026-11-25T00:26:24+01:00"),
+            Some(1_795_562_784)
+        );
+        assert_eq!(unix_seconds("yesterday"), None);
+    }
 }

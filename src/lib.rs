@@ -25,6 +25,7 @@ pub mod outputs;
 pub mod picture;
 pub mod record;
 pub mod reference;
+pub mod registry;
 pub mod render;
 pub mod sbom;
 pub mod sources;

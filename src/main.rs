@@ -69,5 +69,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             out.line(commands::why::run(&manifest, args)?.trim_end());
             Ok(())
         }
+        Command::Clean(args) => {
+            let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
+            commands::clean::run(&manifest, args, out)
+        }
+        Command::Gc(args) => commands::gc::run(args, out),
     }
 }

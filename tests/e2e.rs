@@ -21,8 +21,19 @@ fn nixpack_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nixpack"))
 }
 
+/// The binary, recording its builds (for `nixpack gc`) in a registry of
+/// the tests' own, never the user's.
+fn nixpack_command() -> Command {
+    let mut cmd = Command::new(nixpack_bin());
+    cmd.env(
+        "XDG_STATE_HOME",
+        std::env::temp_dir().join(format!("nixpack-e2e-state-{}", std::process::id())),
+    );
+    cmd
+}
+
 fn nixpack(dir: &Path, args: &[&str]) -> Output {
-    Command::new(nixpack_bin())
+    nixpack_command()
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
@@ -314,7 +325,7 @@ fn example_builds_runs_and_answers_over_http() {
     );
 
     // `nixpack run` publishes the port on loopback and answers over HTTP.
-    let mut run = Command::new(nixpack_bin())
+    let mut run = nixpack_command()
         .arg("run")
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
@@ -515,7 +526,7 @@ fn two_build_processes_at_once_share_the_store() {
     let children: Vec<_> = dirs
         .iter()
         .map(|d| {
-            Command::new(nixpack_bin())
+            nixpack_command()
                 .arg("build")
                 .current_dir(d.path())
                 .env("NO_COLOR", "1")
@@ -554,7 +565,7 @@ fn two_build_processes_of_one_project_take_turns() {
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
     let children: Vec<_> = (0..2)
         .map(|_| {
-            Command::new(nixpack_bin())
+            nixpack_command()
                 .arg("build")
                 .current_dir(dir.path())
                 .env("NO_COLOR", "1")
@@ -581,7 +592,7 @@ fn an_unreachable_engine_is_one_clear_error() {
         "[project]\nname = \"t\"\n[[image]]\nname = \"x\"\nexpression = \"default.nix\"\n",
         &[("default.nix", "1")],
     );
-    let out = Command::new(nixpack_bin())
+    let out = nixpack_command()
         .arg("build")
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
@@ -768,7 +779,7 @@ fn layers_are_byte_identical_across_two_fresh_stores_and_match_the_store() {
     // Two stores, each seeded and built from nothing: nixpack writes the
     // layers from each store's NARs, and both give the same bytes.
     for d in &dirs {
-        let mut cmd = Command::new(nixpack_bin());
+        let mut cmd = nixpack_command();
         cmd.arg("build").current_dir(d.path()).env("NO_COLOR", "1");
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));

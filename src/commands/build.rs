@@ -43,7 +43,10 @@ pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
     // Usage mistakes first: they need no engine.
     let images = select(&manifest, args)?;
     let outputs = plan_outputs(&args.outputs, &images)?;
-    super::runtime()?.block_on(async {
+    let runtime = super::runtime()?;
+    let result = runtime.block_on(async {
+        let mut signals = crate::ui::Interrupts::install()
+            .ok_or_else(|| Error::internal("installing the Ctrl-C handler", "refused"))?;
         let engine = Engine::connect().await.map_err(Error::user)?;
         if ui.verbose() > 0 {
             ui.log(&format!("engine: {}", engine.endpoint));
@@ -51,16 +54,33 @@ pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
         let work = build(&engine, &manifest, args, &outputs, &ui);
         tokio::select! {
             r = work => {
-                engine.cleanup.run(&engine).await;
+                signals.or_exit(engine.cleanup.run(&engine)).await;
                 r
             }
-            _ = crate::ui::shutdown_signal() => {
-                ui.log("interrupted: removing the containers nixpack started");
-                engine.cleanup.run(&engine).await;
+            _ = signals.recv() => {
+                ui.log("interrupted: removing the containers nixpack started (Ctrl-C again to exit at once)");
+                crate::outputs::interrupt();
+                signals.or_exit(engine.cleanup.run_interrupted(&engine)).await;
                 Err(Error::interrupted())
             }
         }
-    })
+    });
+    finish_runtime(runtime, &result, &manifest);
+    result
+}
+
+/// Ends the runtime without waiting for blocking tasks an interrupt cut
+/// off (a layer writer, an archive producer): their inputs are gone, and
+/// Ctrl-C must return at once. Then removes the temporary files they left.
+fn finish_runtime(
+    runtime: tokio::runtime::Runtime,
+    result: &Result<(), Error>,
+    manifest: &Manifest,
+) {
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    if result.as_ref().is_err_and(|e| e.exit_code() == 130) {
+        crate::outputs::sweep_temporaries(&crate::outputs::project_dir(manifest));
+    }
 }
 
 async fn build(
@@ -82,6 +102,20 @@ async fn build(
     let project = stages::nix::sources(&ctx).await?;
     let (builder, _built) = stages::builder::ensure(&ctx).await?;
     let volume = stages::store::ensure(&ctx, &builder).await?;
+    // For `nixpack gc`: this project now uses this builder and volume.
+    let recorded = crate::registry::record_build(
+        &engine.host,
+        &std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
+        crate::registry::ProjectUse {
+            builder: builder.reference.clone(),
+            store_volume: volume.name.clone(),
+            images: manifest.images.iter().map(|i| i.name.to_string()).collect(),
+        },
+    )
+    .await;
+    if let Err(e) = recorded {
+        ui.log(&format!("warning: could not record this build for `nixpack gc` ({e}); gc will keep its builder and volume"));
+    }
 
     let results: Vec<(String, Result<Outcome, Error>)> = futures_util::stream::iter(images)
         .map(|image| {
@@ -248,6 +282,7 @@ async fn build_one(
             let _ = ctx.engine.remove_image(&built.id).await;
             return Err(Error::user(e));
         }
+        ctx.engine.cleanup.forget_image(&built.id);
     }
     for (name, output) in outputs.iter().filter(|(n, _)| *n == image.name.to_string()) {
         write_output(ctx, image, &built, output).map_err(|e| {
@@ -396,7 +431,7 @@ fn write_output(
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(std::path::Path::new("."));
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            let tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| e.to_string())?;
+            let tmp = crate::outputs::temp_file(parent).map_err(|e| e.to_string())?;
             let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp));
             crate::oci::write_layout_archive(&mut tar, made, &built.layer_files, &tag)
                 .map_err(|e| e.to_string())?;
@@ -497,6 +532,7 @@ async fn finish_lock(
         }
         for (l, id) in done {
             engine.tag(id, &l.name, &l.tag).await.map_err(Error::user)?;
+            engine.cleanup.forget_image(id);
         }
         ui.log("nixpack.lock is up to date");
         return Ok(());

@@ -2,6 +2,8 @@
 //! options, does the work, and returns an [`crate::error::Error`] on failure.
 
 pub mod build;
+pub mod clean;
+pub mod gc;
 pub mod init;
 pub mod inspect;
 pub mod render;

@@ -348,7 +348,7 @@ pub fn write_layers(
     let mut done = Vec::new();
     let mut bytes = 0;
     for (file, paths) in todo {
-        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let tmp = crate::outputs::temp_file(dir)?;
         let mut tar = LayerTar::new(std::io::BufWriter::with_capacity(1 << 20, tmp), epoch)?;
         for info in paths {
             tar.add_path(info, &mut stream)?;

@@ -128,8 +128,8 @@ pub async fn run(
     };
     let ui = ctx.ui.clone();
     let many = ctx.manifest.images.len() > 1;
-    let out =
-        tempfile::tempdir_in(dir).map_err(|e| Error::internal("creating a download folder", e))?;
+    let out = crate::outputs::temp_dir(dir)
+        .map_err(|e| Error::internal("creating a download folder", e))?;
     let code = ctx
         .engine
         .run_to_completion(
