@@ -100,16 +100,19 @@ pub struct BuildArgs {
     /// images are tagged only when it would not.
     #[arg(long)]
     pub locked: bool,
-    /// Also write the images as OCI: `oci:DIR` (an OCI image layout folder;
-    /// with several images, one sub-folder each) or `oci-archive:FILE` (the
-    /// same as a tar, one image). Repeatable.
-    #[arg(long = "output", value_name = "oci:DIR|oci-archive:FILE", value_parser = parse_output)]
+    /// Where the images go (repeatable; default: docker): `docker` (loaded
+    /// into the Docker Engine and tagged), `oci:DIR` (an OCI image layout
+    /// folder; with several images, one sub-folder each) or
+    /// `oci-archive:FILE` (the same as a tar, one image).
+    #[arg(long = "output", value_name = "docker|oci:DIR|oci-archive:FILE", value_parser = parse_output)]
     pub outputs: Vec<Output>,
 }
 
-/// Where `--output` writes an image besides the engine.
+/// Where `--output` writes an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
+    /// The Docker Engine (the default when no `--output` is given).
+    Docker,
     /// An OCI image layout folder.
     Oci(PathBuf),
     /// An OCI image layout as a tar file.
@@ -117,9 +120,12 @@ pub enum Output {
 }
 
 fn parse_output(s: &str) -> Result<Output, String> {
+    if s == "docker" {
+        return Ok(Output::Docker);
+    }
     let (kind, path) = s
         .split_once(':')
-        .ok_or_else(|| format!("`{s}` names no kind: write oci:DIR or oci-archive:FILE"))?;
+        .ok_or_else(|| format!("`{s}` names no kind: write docker, oci:DIR or oci-archive:FILE"))?;
     if path.is_empty() {
         return Err(format!("`{s}` names no path"));
     }
@@ -127,7 +133,7 @@ fn parse_output(s: &str) -> Result<Output, String> {
         "oci" => Ok(Output::Oci(path.into())),
         "oci-archive" => Ok(Output::OciArchive(path.into())),
         other => Err(format!(
-            "unknown output kind `{other}`: write oci:DIR or oci-archive:FILE"
+            "unknown output kind `{other}`: write docker, oci:DIR or oci-archive:FILE"
         )),
     }
 }

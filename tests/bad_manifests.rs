@@ -433,6 +433,22 @@ fn store_volume_with_a_slash() {
     );
 }
 
+#[test]
+fn runner_that_nixpack_does_not_know() {
+    let m = format!("[builder]\nrunner = \"podman\"\n\n{PROJECT}{IMAGE}");
+    assert_bad(
+        &m,
+        &[],
+        2,
+        "\"podman\"",
+        &[
+            "`runner = \"podman\"` is not a runner nixpack knows",
+            "\"docker\"",
+            "\"host\"",
+        ],
+    );
+}
+
 // ---- files ---------------------------------------------------------------------
 
 #[test]

@@ -1293,3 +1293,78 @@ fn oci_outputs_are_read_by_skopeo_umoci_and_oci_image_tool() {
         .join("share/tiny/nonce");
     assert_eq!(std::fs::read_to_string(nonce).unwrap().trim(), name);
 }
+
+/// `runner = "host"`: the same entrypoint on this machine's Nix (Debian's
+/// nix-bin, single-user, with a test-owned nix.conf), the same layers: the
+/// coreutils-only closure gets the DiffIDs the builder container gives it.
+/// With only `--output oci:DIR`, no engine is contacted at all.
+#[test]
+fn the_host_runner_gives_the_builder_containers_diff_ids_without_an_engine() {
+    require_base();
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v nix-build"])
+            .status()
+            .unwrap()
+            .success(),
+        "nix-build is not on PATH: scripts/install-test-tools installs Debian's nix-bin"
+    );
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::write(
+        conf.path().join("nix.conf"),
+        "build-users-group =\nsandbox = false\nsubstituters =\n",
+    )
+    .unwrap();
+    let names = [unique("runner-docker"), unique("runner-host")];
+    let _images = ImageGuard(names.iter().map(|n| format!("{n}:latest")).collect());
+    let manifest = |name: &str, runner: &str| {
+        format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\nrunner = \"{runner}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n")
+    };
+    let docker_dir = project(
+        &manifest(&names[0], "docker"),
+        &[("default.nix", COREUTILS_ONLY)],
+    );
+    build_ok(docker_dir.path());
+    let host_dir = project(
+        &manifest(&names[1], "host"),
+        &[("default.nix", COREUTILS_ONLY)],
+    );
+    let layout = host_dir.path().join("layout");
+    let out = Command::new(nixpack_bin())
+        .args(["build", "--output", &format!("oci:{}", layout.display())])
+        .current_dir(host_dir.path())
+        .env("NO_COLOR", "1")
+        .env("NIX_CONF_DIR", conf.path())
+        // No engine to reach: the build must not try.
+        .env("DOCKER_HOST", "unix:///nonexistent/nixpack-no-engine.sock")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (d, h) = (
+        report(docker_dir.path(), &names[0]),
+        report(host_dir.path(), &names[1]),
+    );
+    assert_eq!(h["store_paths"], 3);
+    assert_eq!(
+        d["diff_ids"], h["diff_ids"],
+        "the same layers from either runner"
+    );
+    assert!(
+        layout.join("index.json").is_file(),
+        "the image went to the layout"
+    );
+    // The result link is a GC root of the host's store.
+    let link = host_dir
+        .path()
+        .join(".nixpack")
+        .join(names[1].replace('/', "_"))
+        .join("result");
+    assert!(std::fs::read_link(&link)
+        .unwrap()
+        .starts_with("/nix/store/"));
+    assert!(
+        rt().block_on(docker().inspect_image(&format!("{}:latest", names[1])))
+            .is_err(),
+        "nothing was loaded into the engine"
+    );
+}

@@ -12,9 +12,9 @@ use crate::cli::{BuildArgs, Output};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::lock::{self, Lock, LockedBuilder, LockedImage, LOCK_NAME};
-use crate::manifest::{Image, Manifest};
+use crate::manifest::{Image, Manifest, Runner};
 use crate::render::Renderer;
-use crate::stages::{self, builder::BuilderImage, Ctx};
+use crate::stages::{self, runner::Backend, Ctx};
 use crate::ui::Ui;
 
 /// What one image's build produced, for the summary and the report.
@@ -43,24 +43,47 @@ pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
     // Usage mistakes first: they need no engine.
     let images = select(&manifest, args)?;
     let outputs = plan_outputs(&args.outputs, &images)?;
+    // The engine is needed to run the builder, or to load the images.
+    let load = args.outputs.is_empty() || args.outputs.contains(&Output::Docker);
+    let host = match manifest.builder.runner {
+        Runner::Docker => false,
+        Runner::Host => true,
+        Runner::Auto => nix_on_path(),
+    };
     let runtime = super::runtime()?;
     let result = runtime.block_on(async {
         let mut signals = crate::ui::Interrupts::install()
             .ok_or_else(|| Error::internal("installing the Ctrl-C handler", "refused"))?;
-        let engine = Engine::connect().await.map_err(Error::user)?;
+        let engine = if host && !load {
+            None
+        } else {
+            let engine = Engine::connect().await.map_err(Error::user)?;
+            if ui.verbose() > 0 {
+                ui.log(&format!("engine: {}", engine.endpoint));
+            }
+            Some(engine)
+        };
         if ui.verbose() > 0 {
-            ui.log(&format!("engine: {}", engine.endpoint));
+            ui.log(if host {
+                "runner: this machine's Nix"
+            } else {
+                "runner: the builder container"
+            });
         }
-        let work = build(&engine, &manifest, args, &outputs, &ui);
+        let work = build(engine.as_ref(), host, load, &manifest, args, &outputs, &ui);
         tokio::select! {
             r = work => {
-                signals.or_exit(engine.cleanup.run(&engine)).await;
+                if let Some(engine) = &engine {
+                    signals.or_exit(engine.cleanup.run(engine)).await;
+                }
                 r
             }
             _ = signals.recv() => {
-                ui.log("interrupted: removing the containers nixpack started (Ctrl-C again to exit at once)");
+                ui.log("interrupted: removing what nixpack started (Ctrl-C again to exit at once)");
                 crate::outputs::interrupt();
-                signals.or_exit(engine.cleanup.run_interrupted(&engine)).await;
+                if let Some(engine) = &engine {
+                    signals.or_exit(engine.cleanup.run_interrupted(engine)).await;
+                }
                 Err(Error::interrupted())
             }
         }
@@ -83,8 +106,16 @@ fn finish_runtime(
     }
 }
 
+/// Whether `nix-build` is on PATH (`runner = "auto"`).
+fn nix_on_path() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("nix-build").is_file()))
+}
+
 async fn build(
-    engine: &Engine,
+    engine: Option<&Engine>,
+    host: bool,
+    load: bool,
     manifest: &Manifest,
     args: &BuildArgs,
     outputs: &[(String, Output)],
@@ -100,33 +131,47 @@ async fn build(
         ui,
     };
     let project = stages::nix::sources(&ctx).await?;
-    let (builder, _built) = stages::builder::ensure(&ctx).await?;
-    let volume = stages::store::ensure(&ctx, &builder).await?;
-    // For `nixpack gc`: this project now uses this builder and volume.
-    let recorded = crate::registry::record_build(
-        &engine.host,
-        &std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
-        crate::registry::ProjectUse {
-            builder: builder.reference.clone(),
-            store_volume: volume.name.clone(),
-            images: manifest.images.iter().map(|i| i.name.to_string()).collect(),
-        },
-    )
-    .await;
-    if let Err(e) = recorded {
-        ui.log(&format!("warning: could not record this build for `nixpack gc` ({e}); gc will keep its builder and volume"));
-    }
+    let backend = if host {
+        Backend::host().await?
+    } else {
+        let engine = ctx.engine()?;
+        let (builder, _built) = stages::builder::ensure(&ctx).await?;
+        let store = stages::store::ensure(&ctx, &builder).await?;
+        // For `nixpack gc`: this project now uses this builder and volume.
+        let recorded = crate::registry::record_build(
+            &engine.host,
+            &std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
+            crate::registry::ProjectUse {
+                builder: builder.reference.clone(),
+                store_volume: store.name.clone(),
+                images: manifest.images.iter().map(|i| i.name.to_string()).collect(),
+            },
+        )
+        .await;
+        if let Err(e) = recorded {
+            ui.log(&format!("warning: could not record this build for `nixpack gc` ({e}); gc will keep its builder and volume"));
+        }
+        Backend::Docker { builder, store }
+    };
 
     let results: Vec<(String, Result<Outcome, Error>)> = futures_util::stream::iter(images)
         .map(|image| {
             let ctx = &ctx;
-            let builder = &builder;
-            let volume = &volume;
+            let backend = &backend;
             let project = &project;
             async move {
                 (
                     image.reference(),
-                    build_one(ctx, builder, volume, project, image, !args.locked, outputs).await,
+                    build_one(
+                        ctx,
+                        backend,
+                        project,
+                        image,
+                        !args.locked && load,
+                        load,
+                        outputs,
+                    )
+                    .await,
                 )
             }
         })
@@ -180,9 +225,9 @@ async fn build(
     match failures.len() {
         0 => {
             finish_lock(
-                engine,
+                engine.filter(|_| load),
                 manifest,
-                &builder,
+                &backend,
                 &locked_images(&done, manifest),
                 args.locked,
                 ui,
@@ -202,13 +247,14 @@ async fn build(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn build_one(
     ctx: &Ctx<'_>,
-    builder: &BuilderImage,
-    store: &stages::store::Store,
+    backend: &Backend,
     project: &stages::nix::ProjectSources,
     image: &Image,
     tag: bool,
+    load: bool,
     outputs: &[(String, Output)],
 ) -> Result<Outcome, Error> {
     let dir = crate::outputs::image_dir(ctx.manifest, image);
@@ -221,10 +267,9 @@ async fn build_one(
     .await
     .map_err(|e| Error::internal("locking the output folder", e))?;
     let t = Instant::now();
-    let volume = store.name.as_str();
     // The closure of the build before, to say what changed.
     let previous = crate::outputs::read_closure(&dir).and_then(Result::ok);
-    let (closure, nix_ran) = stages::nix::run(ctx, builder, store, project, image, &dir).await?;
+    let (closure, nix_ran) = stages::nix::run(ctx, backend, project, image, &dir).await?;
     let nix_time = t.elapsed();
     let t = Instant::now();
     let layers = stages::layers::prepare(image, &dir, &closure)?;
@@ -233,11 +278,10 @@ async fn build_one(
     // README's "How fast" has the numbers).
     let ready = std::sync::Arc::new(stages::layers::Ready::default());
     let produce = async {
-        let r =
-            stages::layers::produce(ctx, builder, volume, image, &closure, &layers, &ready).await;
+        let r = stages::layers::produce(ctx, backend, image, &closure, &layers, &ready).await;
         (r, t.elapsed())
     };
-    let assemble = stages::image::run(ctx, image, &dir, &closure, &layers, &ready);
+    let assemble = stages::image::run(ctx, image, &dir, &closure, &layers, &ready, load);
     let ((written, layers_time), built) = tokio::join!(produce, assemble);
     let image_time = t.elapsed();
     // A layer failure explains an image failure, not the other way round;
@@ -245,8 +289,8 @@ async fn build_one(
     let layers_written = match written {
         Ok(n) => n,
         Err(e) => {
-            if let Some(b) = built.as_ref().ok().filter(|b| b.built) {
-                let _ = ctx.engine.remove_image(&b.id).await;
+            if let (Some(b), true) = (built.as_ref().ok().filter(|b| b.built), load) {
+                let _ = ctx.engine()?.remove_image(&b.id).await;
             }
             return Err(e);
         }
@@ -275,14 +319,14 @@ async fn build_one(
     // Every stage succeeded: now the tag may move.
     if tag && built.built {
         if let Err(e) = ctx
-            .engine
+            .engine()?
             .tag(&built.id, image.name.as_str(), image.tag.as_str())
             .await
         {
-            let _ = ctx.engine.remove_image(&built.id).await;
+            let _ = ctx.engine()?.remove_image(&built.id).await;
             return Err(Error::user(e));
         }
-        ctx.engine.cleanup.forget_image(&built.id);
+        ctx.engine()?.cleanup.forget_image(&built.id);
     }
     for (name, output) in outputs.iter().filter(|(n, _)| *n == image.name.to_string()) {
         write_output(ctx, image, &built, output).map_err(|e| {
@@ -306,7 +350,7 @@ async fn build_one(
         built,
         changes,
     };
-    write_report(&dir, &closure, &outcome, builder, volume);
+    write_report(&dir, &closure, &outcome, backend);
     Ok(outcome)
 }
 
@@ -343,12 +387,15 @@ fn write_report(
     dir: &std::path::Path,
     closure: &crate::closure::Closure,
     o: &Outcome,
-    builder: &BuilderImage,
-    volume: &str,
+    backend: &Backend,
 ) {
+    let (builder, volume) = match backend {
+        Backend::Docker { builder, store } => (builder.reference.clone(), store.name.clone()),
+        Backend::Host { nix_version } => (format!("host: {nix_version}"), "host".to_owned()),
+    };
     let report = serde_json::json!({
         "image": o.built.reference,
-        "builder": builder.reference,
+        "builder": builder,
         "store_volume": volume,
         "id": o.built.id,
         "manifest_digest": o.built.oci.as_ref().map(|m| m.manifest_digest.to_string()),
@@ -397,6 +444,8 @@ fn plan_outputs(outputs: &[Output], images: &[&Image]) -> Result<Vec<(String, Ou
                     "pick one with --image NAME, or write oci:DIR (a sub-folder per image)",
                 ))
             }
+            // The engine is not a file: the image stage loads it.
+            Output::Docker => {}
             o => planned.extend(images.iter().map(|i| (i.name.to_string(), o.clone()))),
         }
     }
@@ -421,6 +470,7 @@ fn write_output(
         .ui
         .stage(&image.name.to_string(), &format!("writing {output:?}"));
     match output {
+        Output::Docker => {}
         Output::Oci(dir) => {
             crate::oci::write_layout_dir(dir, made, &built.layer_files, &tag)
                 .map_err(|e| e.to_string())?;
@@ -474,9 +524,9 @@ fn locked_images(done: &[(String, Outcome)], manifest: &Manifest) -> Vec<(Locked
 /// Writes nixpack.lock, or with `--locked` compares it and tags the
 /// images only when it would not change.
 async fn finish_lock(
-    engine: &Engine,
+    engine: Option<&Engine>,
     manifest: &Manifest,
-    builder: &BuilderImage,
+    backend: &Backend,
     done: &[(LockedImage, String)],
     locked: bool,
     ui: &Ui,
@@ -504,9 +554,16 @@ async fn finish_lock(
     let order: Vec<String> = manifest.images.iter().map(|i| i.name.to_string()).collect();
     let lock = Lock::merge(
         old.as_ref(),
-        LockedBuilder {
-            from: manifest.builder.from.to_string(),
-            base_rootfs: builder.base_rootfs.clone(),
+        match backend {
+            Backend::Docker { builder, .. } => LockedBuilder {
+                from: manifest.builder.from.to_string(),
+                base_rootfs: builder.base_rootfs.clone(),
+            },
+            // The host's Nix built it: the lock says which.
+            Backend::Host { nix_version } => LockedBuilder {
+                from: "host".to_owned(),
+                base_rootfs: nix_version.clone(),
+            },
         },
         done.iter().map(|(l, _)| l.clone()).collect(),
         &order,
@@ -523,7 +580,9 @@ async fn finish_lock(
             // The images made for this build stay untagged: remove them
             // (never forced, so an image still tagged elsewhere stays).
             for (_, id) in done {
-                let _ = engine.remove_image(id).await;
+                if let Some(engine) = engine {
+                    let _ = engine.remove_image(id).await;
+                }
             }
             return Err(Error::msg(
                 format!("the build would change nixpack.lock:\n{}", lock::diff(&old_text, &text)),
@@ -531,8 +590,10 @@ async fn finish_lock(
             ));
         }
         for (l, id) in done {
-            engine.tag(id, &l.name, &l.tag).await.map_err(Error::user)?;
-            engine.cleanup.forget_image(id);
+            if let Some(engine) = engine {
+                engine.tag(id, &l.name, &l.tag).await.map_err(Error::user)?;
+                engine.cleanup.forget_image(id);
+            }
         }
         ui.log("nixpack.lock is up to date");
         return Ok(());

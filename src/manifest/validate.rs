@@ -369,6 +369,22 @@ fn build(raw: RawManifest, text: &str, path: &Path, root: &Path) -> Check<Manife
         }
         None => None,
     };
+    let runner = match &raw.builder.runner {
+        None => Runner::Docker,
+        Some(r) => match r.get_ref().as_str() {
+            "docker" => Runner::Docker,
+            "host" => Runner::Host,
+            "auto" => Runner::Auto,
+            other => {
+                return problem(
+                    r.span(),
+                    format!("`runner = \"{other}\"` is not a runner nixpack knows"),
+                    "not docker, host or auto",
+                    Some("write \"docker\" (Nix in a builder container), \"host\" (this machine's Nix) or \"auto\" (the host when it has nix-build)".into()),
+                )
+            }
+        },
+    };
     let t = &raw.builder.templates;
     let templates = TemplateOverrides {
         builder: t
@@ -522,6 +538,7 @@ fn build(raw: RawManifest, text: &str, path: &Path, root: &Path) -> Check<Manife
             from,
             nix_options,
             store_volume,
+            runner,
             templates,
         },
         nixpkgs,

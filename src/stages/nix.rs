@@ -8,15 +8,13 @@
 //! content hashes; no file is read when none changed) and the image's Nix
 //! inputs; an unchanged key with a valid closure.json starts nothing.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::builder::BuilderImage;
+use super::runner::Backend;
 use super::{key, Ctx};
 use crate::closure::Closure;
-use crate::engine::{RunSpec, Upload};
 use crate::error::Error;
 use crate::manifest::{Image, Nixpkgs};
 use crate::sources::{Sources, SourcesKey};
@@ -62,8 +60,7 @@ pub async fn sources(ctx: &Ctx<'_>) -> Result<ProjectSources, Error> {
 /// closure and whether work was done.
 pub async fn run(
     ctx: &Ctx<'_>,
-    builder: &BuilderImage,
-    store: &super::store::Store,
+    backend: &Backend,
     project: &ProjectSources,
     image: &Image,
     dir: &Path,
@@ -87,14 +84,11 @@ pub async fn run(
     let env_bytes = env.join("\n");
     // The store is part of the key: a volume removed and made again no
     // longer holds the closure, however unchanged the project is.
-    let store_id = format!("{}@{}", store.name, store.created_at);
     let key = key(&[
-        builder.id.as_bytes(),
-        store_id.as_bytes(),
+        backend.key_part().as_bytes(),
         project.key.0.as_bytes(),
         env_bytes.as_bytes(),
     ]);
-    let volume = store.name.as_str();
     let key_file = dir.join("nix.key");
     if std::fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str()) {
         if let Some(Ok(closure)) = crate::outputs::read_closure(dir) {
@@ -109,31 +103,17 @@ pub async fn run(
     let mut log =
         std::fs::File::create(&log_path).map_err(|e| Error::internal("creating build.log", e))?;
     let mut tail: Vec<String> = Vec::new();
-    let spec = RunSpec {
-        image: &builder.id,
-        cmd: vec!["build".into()],
-        entrypoint: None,
-        env,
-        volumes: vec![(volume.to_owned(), "/nix".into())],
-        uploads: vec![Upload::Stream({
-            let sources = project.sources.clone();
-            Arc::new(move |b| sources.write_tar(b))
-        })],
-        labels: HashMap::from([
-            ("dev.nixpack.stage".to_owned(), "nix".to_owned()),
-            ("dev.nixpack.image".to_owned(), name.clone()),
-        ]),
-        binds: vec![],
-        raw_stdout: false,
-    };
     let ui = ctx.ui.clone();
     let many = ctx.manifest.images.len() > 1;
     let out = crate::outputs::temp_dir(dir)
         .map_err(|e| Error::internal("creating a download folder", e))?;
-    let code = ctx
-        .engine
-        .run_to_completion(
-            &spec,
+    let code = backend
+        .build(
+            ctx,
+            &name,
+            dir,
+            env,
+            &project.sources,
             |line| {
                 let _ = writeln!(log, "{line}");
                 stage.message(line);
@@ -147,10 +127,9 @@ pub async fn run(
                     tail.remove(0);
                 }
             },
-            Some(("/nixpack/out", out.path())),
+            out.path(),
         )
-        .await
-        .map_err(Error::user)?;
+        .await?;
     if code != 0 {
         return Err(Error::msg(
             format!(

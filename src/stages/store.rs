@@ -94,7 +94,7 @@ pub async fn ensure(ctx: &Ctx<'_>, builder: &BuilderImage) -> Result<Store, Erro
         if let Some(store) = seeded(ctx, builder, &name).await? {
             return Ok(store);
         }
-        if let Some(held) = ctx.engine.lock_facts(&lock).await.map_err(Error::user)? {
+        if let Some(held) = ctx.engine()?.lock_facts(&lock).await.map_err(Error::user)? {
             match judge_lock(&held, &here) {
                 LockVerdict::Wait => {
                     if !said_waiting {
@@ -114,7 +114,7 @@ pub async fn ensure(ctx: &Ctx<'_>, builder: &BuilderImage) -> Result<Store, Erro
                         }
                     ));
                     // By id: if someone took it over first, this removes nothing.
-                    ctx.engine
+                    ctx.engine()?
                         .force_remove_container(&held.id)
                         .await
                         .map_err(Error::user)?;
@@ -123,7 +123,7 @@ pub async fn ensure(ctx: &Ctx<'_>, builder: &BuilderImage) -> Result<Store, Erro
             continue;
         }
         if let Some(id) = ctx
-            .engine
+            .engine()?
             .try_lock(&lock, &builder.id)
             .await
             .map_err(Error::user)?
@@ -134,7 +134,7 @@ pub async fn ensure(ctx: &Ctx<'_>, builder: &BuilderImage) -> Result<Store, Erro
                 Ok(None) => seed(ctx, builder, &name).await,
                 Err(e) => Err(e),
             };
-            ctx.engine
+            ctx.engine()?
                 .force_remove_container(&id)
                 .await
                 .map_err(Error::user)?;
@@ -146,7 +146,11 @@ pub async fn ensure(ctx: &Ctx<'_>, builder: &BuilderImage) -> Result<Store, Erro
 /// The store, when its volume exists, matches the builder and is marked
 /// seeded; an error when it belongs to another recipe.
 async fn seeded(ctx: &Ctx<'_>, builder: &BuilderImage, name: &str) -> Result<Option<Store>, Error> {
-    let Some((labels, created_at)) = ctx.engine.volume_facts(name).await.map_err(Error::user)?
+    let Some((labels, created_at)) = ctx
+        .engine()?
+        .volume_facts(name)
+        .await
+        .map_err(Error::user)?
     else {
         return Ok(None);
     };
@@ -162,7 +166,7 @@ async fn seeded(ctx: &Ctx<'_>, builder: &BuilderImage, name: &str) -> Result<Opt
         ));
     }
     let marker = ctx
-        .engine
+        .engine()?
         .volume_facts(&marker_name(name))
         .await
         .map_err(Error::user)?;
@@ -180,12 +184,12 @@ async fn seeded(ctx: &Ctx<'_>, builder: &BuilderImage, name: &str) -> Result<Opt
 /// fills and initialises it, and marks it seeded last.
 async fn seed(ctx: &Ctx<'_>, builder: &BuilderImage, name: &str) -> Result<(), Error> {
     // A dead seeder's container may still hold the volume.
-    ctx.engine
+    ctx.engine()?
         .remove_containers_labelled(&format!("{SEEDING}={name}"))
         .await
         .map_err(Error::user)?;
     // A marker that does not match the volume (made again by hand) goes.
-    ctx.engine
+    ctx.engine()?
         .remove_volume(&marker_name(name))
         .await
         .map_err(Error::user)?;
@@ -197,7 +201,7 @@ async fn seed(ctx: &Ctx<'_>, builder: &BuilderImage, name: &str) -> Result<(), E
             builder.base_rootfs.clone(),
         ),
     ]);
-    ctx.engine
+    ctx.engine()?
         .create_volume(name, labels)
         .await
         .map_err(Error::user)?;
@@ -219,26 +223,26 @@ async fn seed(ctx: &Ctx<'_>, builder: &BuilderImage, name: &str) -> Result<(), E
     };
     let mut tail = Vec::new();
     let code = ctx
-        .engine
+        .engine()?
         .run_to_completion(&spec, |l| tail.push(l.to_owned()), None)
         .await
         .map_err(Error::user)?;
     if code != 0 {
         // Unmarked, it never passes for seeded; remove it if nothing uses it.
-        let _ = ctx.engine.remove_volume(name).await;
+        let _ = ctx.engine()?.remove_volume(name).await;
         return Err(Error::msg(
             format!("Nix does not run in the builder `{}` (exit {code}): {}", builder.reference, tail.join(" | ")),
             "the base image in `[builder] from` must have Nix (nix-build, nix-store, nix-instantiate), a POSIX shell and coreutils",
         ));
     }
     let created_at = ctx
-        .engine
+        .engine()?
         .volume_facts(name)
         .await
         .map_err(Error::user)?
         .map(|(_, c)| c)
         .unwrap_or_default();
-    ctx.engine
+    ctx.engine()?
         .create_volume(
             &marker_name(name),
             HashMap::from([
