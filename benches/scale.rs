@@ -185,7 +185,7 @@ fn measure(
     let dir = root.join(n.to_string());
     std::fs::create_dir_all(&dir).unwrap();
     let toml = format!(
-        "[project]\nname = \"bench-scale\"\n[builder]\nfrom = \"nixpack-base:bookworm\"\nstore-volume = \"{VOLUME}\"\n[builder.nix-options]\nmax-jobs = \"2\"\n[[image]]\nname = \"{}\"\nexpression = \"default.nix\"\n",
+        "[project]\nname = \"bench-scale\"\n[builder]\nfrom = \"nixpack-base:bookworm\"\nstore-volume = \"{VOLUME}\"\n[builder.nix-options]\nmax-jobs = \"8\"\nfsync-metadata = \"false\"\n[[image]]\nname = \"{}\"\nexpression = \"default.nix\"\n",
         image_name(n)
     );
     // Rewritten only when different: the nix stage's key covers the files.
