@@ -416,7 +416,10 @@ fn a_bad_manifest_exits_1_with_the_diagnostic_on_stderr() {
 fn build_output_names_its_kind_and_path() {
     let dir = project(&[]);
     for (arg, says) in [
-        ("layout", "names no kind: write docker, oci:DIR or oci-archive:FILE"),
+        (
+            "layout",
+            "names no kind: write docker, oci:DIR or oci-archive:FILE",
+        ),
         ("docker:x", "unknown output kind `docker`"),
         ("oci:", "names no path"),
     ] {

@@ -138,10 +138,10 @@ async fn build(
         let (builder, _built) = stages::builder::ensure(&ctx).await?;
         let store = stages::store::ensure(&ctx, &builder).await?;
         // For `nixpack gc`: this project now uses this builder and volume.
-        let recorded = crate::registry::record_build(
+        let recorded = crate::projects::record_build(
             &engine.host,
             &std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
-            crate::registry::ProjectUse {
+            crate::projects::ProjectUse {
                 builder: builder.reference.clone(),
                 store_volume: store.name.clone(),
                 images: manifest.images.iter().map(|i| i.name.to_string()).collect(),

@@ -1,7 +1,7 @@
 //! `nixpack gc`: removes what nixpack made on this engine and no project
 //! on this machine uses any more — builder images and store volumes (with
 //! their seeded markers) that only deleted projects used, as the registry
-//! ([`crate::registry`]) records; seeding locks whose owner is gone; and
+//! ([`crate::projects`]) records; seeding locks whose owner is gone; and
 //! the untagged images nixpack made for the recorded projects. Nothing is
 //! forced: an image or volume a container uses is kept, and said so.
 
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use crate::cli::GcArgs;
 use crate::engine::{Engine, Removal};
 use crate::error::Error;
-use crate::registry::Registry;
+use crate::projects::Registry;
 use crate::stages::store::{judge_lock, marker_name, LockVerdict};
 use crate::ui::Ui;
 
