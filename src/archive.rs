@@ -1,23 +1,16 @@
-//! Images assembled by nixpack itself, in the `docker save` / `docker load`
-//! format (a "docker-archive"): `manifest.json`, one config JSON, and one
-//! `<DiffID>/layer.tar` per layer.
+//! Layer identities and the classic docker-archive's `manifest.json`.
 //!
-//! Two hashes are kept apart and named: a layer's **DiffID** is the sha256
-//! of its uncompressed tar (what the config lists, and what the engine
-//! checks on load); the **image id** is the sha256 of the config JSON. The
-//! config is canonical JSON with a fixed `created` time (SOURCE_DATE_EPOCH
-//! or 1), so the same layers and settings give the same image id on every
-//! machine — unlike a Dockerfile build, which stamps each step with the
-//! current time.
+//! A layer's **DiffID** is the sha256 of its uncompressed tar (what an
+//! image config lists, and what an engine checks on load); the image itself
+//! — config, manifest and their digests — is [`crate::oci`]'s. The classic
+//! `manifest.json` here is what the benchmark's engine-alone row loads.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::closure::hex;
-use crate::dockerfile::Recipe;
 
 /// `sha256:<hex>` of an uncompressed layer tar.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -48,91 +41,6 @@ impl Write for HashWriter<'_> {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-#[derive(Serialize)]
-struct Config<'a> {
-    architecture: &'a str,
-    config: ContainerConfig<'a>,
-    created: String,
-    history: Vec<History>,
-    os: &'a str,
-    rootfs: RootFs<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ContainerConfig<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cmd: Option<&'a Vec<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    entrypoint: Option<&'a Vec<String>>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    env: Vec<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    exposed_ports: BTreeMap<&'a str, BTreeMap<(), ()>>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    labels: &'a BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<&'a String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    working_dir: Option<&'a String>,
-}
-
-#[derive(Serialize)]
-struct History {
-    created: String,
-    created_by: String,
-}
-
-#[derive(Serialize)]
-struct RootFs<'a> {
-    #[serde(rename = "type")]
-    typ: &'static str,
-    diff_ids: &'a [DiffId],
-}
-
-/// The image config as canonical JSON bytes, and the image id they give.
-pub fn config_json(
-    recipe: &Recipe,
-    diff_ids: &[DiffId],
-    layer_notes: &[String],
-    architecture: &str,
-    created_epoch: u64,
-) -> (Vec<u8>, String) {
-    let created = rfc3339(created_epoch);
-    let config = Config {
-        architecture,
-        config: ContainerConfig {
-            cmd: recipe.cmd.as_ref(),
-            entrypoint: recipe.entrypoint.as_ref(),
-            env: recipe.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            exposed_ports: recipe
-                .exposed
-                .iter()
-                .map(|p| (p.as_str(), BTreeMap::new()))
-                .collect(),
-            labels: &recipe.labels,
-            user: recipe.user.as_ref(),
-            working_dir: recipe.workdir.as_ref(),
-        },
-        created: created.clone(),
-        history: layer_notes
-            .iter()
-            .map(|n| History {
-                created: created.clone(),
-                created_by: n.clone(),
-            })
-            .collect(),
-        os: "linux",
-        rootfs: RootFs {
-            typ: "layers",
-            diff_ids,
-        },
-    };
-    let bytes = serde_json::to_vec(&config).expect("config serializes");
-    let id = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
-    (bytes, id)
 }
 
 /// `manifest.json` of a docker-archive with one untagged image.
@@ -178,22 +86,6 @@ mod tests {
         assert_eq!(rfc3339(1), "1970-01-01T00:00:01Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
-
-    #[test]
-    fn same_inputs_same_image_id() {
-        let recipe = Recipe {
-            layers: vec!["a.tar".into()],
-            cmd: Some(vec!["x".into()]),
-            ..Default::default()
-        };
-        let ids = [diff_id(&b"layer"[..]).unwrap()];
-        let notes = ["layer 0".to_owned()];
-        let (a, id_a) = config_json(&recipe, &ids, &notes, "amd64", 1);
-        let (b, id_b) = config_json(&recipe, &ids, &notes, "amd64", 1);
-        assert_eq!((a, id_a.clone()), (b, id_b));
-        let (_, other) = config_json(&recipe, &ids, &notes, "amd64", 2);
-        assert_ne!(id_a, other, "the created time is part of the id");
     }
 
     #[test]
