@@ -37,9 +37,32 @@ pub struct Outcome {
 
 /// Runs `nixpack build`.
 pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
+    let o = &args.push_options;
+    if !args.push && (o.insecure || o.username.is_some() || o.compression != Default::default()) {
+        return Err(Error::msg(
+            "--insecure, --username and --compression say how to push",
+            "add --push to push the images once they are built",
+        ));
+    }
+    // Read before the build: stdin is the password, not something to wait for later.
+    let credentials = if args.push {
+        super::push::credentials(o)?
+    } else {
+        None
+    };
     super::runtime()?.block_on(async {
         let engine = Engine::connect().await.map_err(Error::user)?;
-        let work = build(&engine, &manifest, args, &ui);
+        let work = async {
+            build(&engine, &manifest, args, &ui).await?;
+            engine.cleanup.run(&engine).await;
+            if args.push {
+                let images = manifest
+                    .select(&args.images)
+                    .map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))?;
+                super::push::push_all(&manifest, &images, &[], o, credentials, &ui).await?;
+            }
+            Ok(())
+        };
         tokio::select! {
             r = work => {
                 engine.cleanup.run(&engine).await;

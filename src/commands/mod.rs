@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod init;
+pub mod push;
 pub mod render;
 pub mod run;
 
