@@ -1154,6 +1154,55 @@ mod tests {
     }
 
     #[test]
+    fn an_image_read_back_and_recompressed_keeps_its_config_bytes() {
+        let plain = golden();
+        let back = Image::from_bytes(plain.config.clone(), plain.manifest.clone()).unwrap();
+        assert_eq!(back, plain, "the bytes on disk are the image");
+
+        let gz: Vec<LayerBlob> = plain
+            .layers
+            .iter()
+            .map(|l| LayerBlob {
+                digest: Digest::of(l.diff_id.0.as_bytes()),
+                size: 7,
+                media_type: MediaType::ImageLayerGzip,
+                ..l.clone()
+            })
+            .collect();
+        let pushed = back.with_layers(gz.clone()).unwrap();
+        assert_eq!(pushed.config, plain.config);
+        assert_eq!(pushed.config_digest, plain.config_digest);
+        assert_eq!(
+            pushed.manifest,
+            manifest_json(&plain.config_digest, plain.config.len() as u64, &gz)
+        );
+        assert_eq!(pushed.manifest_digest, Digest::of(&pushed.manifest));
+
+        // Layers of another image are refused, and so is a manifest that
+        // names another config.
+        let mut wrong = gz.clone();
+        wrong.swap(0, 1);
+        assert!(matches!(
+            back.with_layers(wrong),
+            Err(OciError::BadImage { .. })
+        ));
+        assert!(matches!(
+            back.with_layers(gz[..1].to_vec()),
+            Err(OciError::LayerCount { .. })
+        ));
+        let mut other_config = plain.config.clone();
+        other_config.push(b' ');
+        assert!(matches!(
+            Image::from_bytes(other_config, plain.manifest.clone()),
+            Err(OciError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            Image::from_bytes(plain.config.clone(), b"{}".to_vec()),
+            Err(OciError::BadImage { .. })
+        ));
+    }
+
+    #[test]
     fn names_normalise_like_the_engine() {
         let norm = |r: &str| ImageTag::from_ref(&ImageRef::parse(r).unwrap()).unwrap();
         for (written, full, repo_tag) in [
