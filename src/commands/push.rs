@@ -115,7 +115,8 @@ pub fn run(manifest: Manifest, args: &PushArgs, ui: Ui) -> Result<(), Error> {
         ));
     }
     let credentials = credentials(&args.options)?;
-    super::runtime()?.block_on(async {
+    let rt = super::runtime()?;
+    let result = rt.block_on(async {
         tokio::select! {
             r = push_all(&manifest, &images, &refs, &args.options, credentials, &ui) => r.map(drop),
             _ = crate::ui::shutdown_signal() => {
@@ -124,7 +125,11 @@ pub fn run(manifest: Manifest, args: &PushArgs, ui: Ui) -> Result<(), Error> {
                 Err(Error::interrupted())
             }
         }
-    })
+    });
+    // A layer still being compressed is not waited for (its temporary
+    // file is removed by the next build).
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    result
 }
 
 /// The credentials of `--username` with the password read from stdin
@@ -247,14 +252,16 @@ fn read_local(dir: &Path, image: &Image) -> Result<Local, Error> {
     let read = |file: &str| std::fs::read(dir.join(file));
     let (config, manifest) = match (read("image-config.json"), read("image-manifest.json")) {
         (Ok(c), Ok(m)) => (c, m),
-        _ => return Err(Error::msg(
-            format!(
+        _ => {
+            return Err(Error::msg(
+                format!(
                 "{} has not been built here: {} holds no image-config.json and image-manifest.json",
                 image.reference(),
                 dir.display()
             ),
-            build_first,
-        )),
+                build_first,
+            ))
+        }
     };
     let built = oci::Image::from_bytes(config, manifest).map_err(|e| {
         Error::msg(
