@@ -208,8 +208,15 @@ fn layers_with(push: &serde_json::Value, outcome: &str) -> Vec<String> {
         .collect()
 }
 
-/// sha256 of the manifest the registry serves for `reference`.
+/// sha256 of the manifest the registry serves for `reference`, whose
+/// layers are gzip blobs.
 fn registry_manifest_digest(reference: &str, creds: Option<&str>) -> String {
+    registry_manifest_digest_of(reference, creds, "gzip")
+}
+
+/// sha256 of the manifest the registry serves for `reference`, whose
+/// layers are `+codec` blobs.
+fn registry_manifest_digest_of(reference: &str, creds: Option<&str>, codec: &str) -> String {
     let mut c = tool("skopeo");
     c.args(["inspect", "--raw", "--tls-verify=false"]);
     if let Some(creds) = creds {
@@ -223,7 +230,8 @@ fn registry_manifest_digest(reference: &str, creds: Option<&str>) -> String {
     );
     for l in manifest["layers"].as_array().unwrap() {
         assert_eq!(
-            l["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+            l["mediaType"],
+            format!("application/vnd.oci.image.layer.v1.tar+{codec}"),
             "{raw}"
         );
     }
@@ -387,6 +395,38 @@ fn push_sends_what_the_registry_lacks_and_both_engines_pull_it() {
         .manifests
         .push((format!("{other_name}@{digest3}"), None));
     assert_eq!(registry_manifest_digest(&other, None), digest3);
+
+    // zstd, for the engine that pulls it (Docker 20.10 cannot): another
+    // manifest over the same config, and the same files.
+    let zstd = format!("{name}:zstd");
+    ok(
+        nixpack(
+            dir.path(),
+            &["push", "--compression", "zstd", &zstd],
+            &[],
+            None,
+        ),
+        "push --compression zstd",
+    );
+    let z = pushed(dir.path(), &name);
+    let zdigest = z["manifest_digest"].as_str().unwrap().to_owned();
+    cleanup.manifests.push((format!("{name}@{zdigest}"), None));
+    assert_eq!(z["config_digest"], third["config_digest"]);
+    assert_ne!(zdigest, digest3);
+    assert_eq!(count(&z, "layers_compressed"), layers as u64, "{z:#}");
+    assert_eq!(registry_manifest_digest_of(&zstd, None, "zstd"), zdigest);
+    let closure = json(&image_dir(dir.path(), &name).join("closure.json"));
+    let result = closure["result"].as_str().unwrap().to_owned();
+    assert_eq!(
+        pull_and_read(
+            Some(&containerd),
+            &zstd,
+            &format!("{result}/share/leaf"),
+            &mut cleanup
+        )
+        .trim(),
+        "two"
+    );
 }
 
 #[test]
