@@ -255,7 +255,7 @@ fn read_local(dir: &Path, image: &Image) -> Result<Local, Error> {
         _ => {
             return Err(Error::msg(
                 format!(
-                "{} has not been built here: {} holds no image-config.json and image-manifest.json",
+                "{} has not been built here: {} holds no image-config.json and image-manifest.json (an image the Engine's Dockerfile builder made, for a scratch template beyond FROM/ADD/ENV/…, has none and cannot be pushed by nixpack)",
                 image.reference(),
                 dir.display()
             ),
