@@ -623,10 +623,48 @@ fn the_example_pushed_is_pulled_by_both_engines_and_answers_over_http() {
     let reference = format!("{name}:latest");
     let mut cleanup = Cleanup::default();
     cleanup.images.push((None, reference.clone()));
-    ok(
-        nixpack(dir.path(), &["build", "--push"], &[], None),
-        "build --push",
+    ok(nixpack(dir.path(), &["build"], &[], None), "build");
+
+    // Ctrl-C while layers are being compressed and sent: exit 130, and
+    // the registry has no tag for a half-pushed image.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nixpack"))
+        .arg("push")
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .env_remove("DOCKER_HOST")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("pushing to") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() == 0 {
+            break;
+        }
+        said.push_str(&line);
+    }
+    assert!(said.contains("pushing to"), "the push started: {said}");
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    stderr.read_to_string(&mut said).unwrap();
+    assert_eq!(status.code(), Some(130), "{said}");
+    let out = tool("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "an interrupted push tags nothing: {}",
+        text(&out.stdout)
     );
+
+    ok(nixpack(dir.path(), &["push"], &[], None), "push");
     let push = pushed(dir.path(), &name);
     let digest = push["manifest_digest"].as_str().unwrap().to_owned();
     cleanup.manifests.push((format!("{name}@{digest}"), None));
