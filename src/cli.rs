@@ -36,8 +36,35 @@ pub enum Command {
     Build(BuildArgs),
     /// Run a built image with its ports published on 127.0.0.1.
     Run(RunArgs),
+    /// Show a built image: digests, size, layers, largest store paths (no engine needed).
+    Inspect(InspectArgs),
+    /// Show why the image holds a store path: the shortest chain from the result to it.
+    Why(WhyArgs),
+    /// Remove this project's outputs (.nixpack/) and the images it tagged.
+    Clean(CleanArgs),
+    /// Remove builder images and store volumes no project on this machine uses.
+    Gc(GcArgs),
     /// Push built images straight to a registry (no engine involved).
     Push(PushArgs),
+}
+
+/// `nixpack clean`.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Only this image (repeatable; default: all).
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+    /// List what would be removed, with sizes; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `nixpack gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// List what would be removed, with sizes; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `nixpack init`.
@@ -75,10 +102,11 @@ pub struct BuildArgs {
     /// images are tagged only when it would not.
     #[arg(long)]
     pub locked: bool,
-    /// Also write the images as OCI: `oci:DIR` (an OCI image layout folder;
-    /// with several images, one sub-folder each) or `oci-archive:FILE` (the
-    /// same as a tar, one image). Repeatable.
-    #[arg(long = "output", value_name = "oci:DIR|oci-archive:FILE", value_parser = parse_output)]
+    /// Where the images go (repeatable; default: docker): `docker` (loaded
+    /// into the Docker Engine and tagged), `oci:DIR` (an OCI image layout
+    /// folder; with several images, one sub-folder each) or
+    /// `oci-archive:FILE` (the same as a tar, one image).
+    #[arg(long = "output", value_name = "docker|oci:DIR|oci-archive:FILE", value_parser = parse_output)]
     pub outputs: Vec<Output>,
     /// Then push the images to their registries, as `nixpack push` does.
     #[arg(long)]
@@ -141,9 +169,11 @@ impl From<CompressionArg> for crate::compress::Compression {
     }
 }
 
-/// Where `--output` writes an image besides the engine.
+/// Where `--output` writes an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
+    /// The Docker Engine (the default when no `--output` is given).
+    Docker,
     /// An OCI image layout folder.
     Oci(PathBuf),
     /// An OCI image layout as a tar file.
@@ -151,9 +181,12 @@ pub enum Output {
 }
 
 fn parse_output(s: &str) -> Result<Output, String> {
+    if s == "docker" {
+        return Ok(Output::Docker);
+    }
     let (kind, path) = s
         .split_once(':')
-        .ok_or_else(|| format!("`{s}` names no kind: write oci:DIR or oci-archive:FILE"))?;
+        .ok_or_else(|| format!("`{s}` names no kind: write docker, oci:DIR or oci-archive:FILE"))?;
     if path.is_empty() {
         return Err(format!("`{s}` names no path"));
     }
@@ -161,7 +194,7 @@ fn parse_output(s: &str) -> Result<Output, String> {
         "oci" => Ok(Output::Oci(path.into())),
         "oci-archive" => Ok(Output::OciArchive(path.into())),
         other => Err(format!(
-            "unknown output kind `{other}`: write oci:DIR or oci-archive:FILE"
+            "unknown output kind `{other}`: write docker, oci:DIR or oci-archive:FILE"
         )),
     }
 }
@@ -172,7 +205,93 @@ pub struct RunArgs {
     /// The image to run (default: the only one, or the first declared).
     #[arg(long = "image", value_name = "NAME")]
     pub image: Option<String>,
+    /// Publish the container's port CONTAINER on HOST instead (repeatable):
+    /// `8081:8080` (on 127.0.0.1), `0.0.0.0:8081:8080`, `8081:53/udp`.
+    /// Default: each of the image's ports on the same number of 127.0.0.1.
+    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER[/PROTO]", value_parser = parse_publish)]
+    pub publish: Vec<Publish>,
     /// Arguments passed to the image (replace its CMD).
     #[arg(last = true)]
     pub args: Vec<String>,
+}
+
+/// `nixpack inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image (default: the only one, or the first declared).
+    #[arg(long = "image", value_name = "NAME")]
+    pub image: Option<String>,
+    /// Print JSON for machines (stable field names) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `nixpack why`.
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// A store path (`/nix/store/…-expat-2.5.0`, or a file inside one) or a
+    /// fragment of a name (`expat`).
+    #[arg(value_name = "PATH|NAME")]
+    pub target: String,
+    /// The image (default: the only one, or the first declared).
+    #[arg(long = "image", value_name = "NAME")]
+    pub image: Option<String>,
+}
+
+/// One `-p`: where a container port is published on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The host address (default 127.0.0.1).
+    pub ip: String,
+    /// The host port.
+    pub host: u16,
+    /// The container port with its protocol, as the engine names it (`8080/tcp`).
+    pub container: String,
+}
+
+fn parse_publish(s: &str) -> Result<Publish, String> {
+    let (spec, proto) = match s.rsplit_once('/') {
+        Some((spec, p @ ("tcp" | "udp" | "sctp"))) => (spec, p),
+        Some((_, p)) => return Err(format!("unknown protocol `{p}`: write tcp, udp or sctp")),
+        None => (s, "tcp"),
+    };
+    let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+    let (ip, host, container) = match parts.as_slice() {
+        [c, h] => ("127.0.0.1", *h, *c),
+        [c, h, ip] => (*ip, *h, *c),
+        _ => return Err(format!("`{s}` is not HOST:CONTAINER")),
+    };
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("`{p}` is not a port (1 to 65535)"))
+    };
+    Ok(Publish {
+        ip: ip.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: port(host)?,
+        container: format!("{}/{proto}", port(container)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_takes_host_container_with_optional_ip_and_protocol() {
+        let p = parse_publish("8081:8080").unwrap();
+        assert_eq!(
+            (p.ip.as_str(), p.host, p.container.as_str()),
+            ("127.0.0.1", 8081, "8080/tcp")
+        );
+        let p = parse_publish("0.0.0.0:53:5353/udp").unwrap();
+        assert_eq!(
+            (p.ip.as_str(), p.host, p.container.as_str()),
+            ("0.0.0.0", 53, "5353/udp")
+        );
+        assert!(parse_publish("8080").is_err());
+        assert!(parse_publish("x:8080").is_err());
+        assert!(parse_publish("1:2/icmp").is_err());
+    }
 }

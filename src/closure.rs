@@ -98,6 +98,22 @@ impl NarHash {
     pub fn to_hex(&self) -> String {
         format!("sha256:{}", hex(&self.0))
     }
+
+    /// `sha256:<nix base-32>`: the form of a `.narinfo`'s `NarHash` and of
+    /// `nix-store --query --hash` (Nix's printHash32: the first character
+    /// holds the highest bits).
+    pub fn to_nix32(&self) -> String {
+        let body: String = (0..52)
+            .rev()
+            .map(|n: usize| {
+                let (i, j) = (n * 5 / 8, n * 5 % 8);
+                let lo = u16::from(self.0[i]) >> j;
+                let hi = self.0.get(i + 1).map_or(0, |b| u16::from(*b) << (8 - j));
+                NIX32[usize::from((lo | hi) & 0x1f)] as char
+            })
+            .collect();
+        format!("sha256:{body}")
+    }
 }
 
 /// Nix's base-32 decoding: the last character holds the lowest bits.
@@ -153,6 +169,13 @@ pub struct PathInfo {
     pub nar_hash: NarHash,
     /// Store paths it refers to (may include itself).
     pub references: BTreeSet<StorePath>,
+    /// The derivation (`.drv`) Nix recorded as having built it, when it
+    /// knows one. Information only: another machine may record another
+    /// `.drv` for the same output (fixed-output derivations), so it is no
+    /// part of [`Closure::closure_hash`]. Missing in closure.json files
+    /// written before nixpack kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deriver: Option<StorePath>,
 }
 
 /// A closure: the result and every path it needs at run time.
@@ -228,7 +251,11 @@ impl Closure {
             let nar_size = size
                 .parse()
                 .map_err(|_| bad(n, &format!("`{size}` is not a NAR size")))?;
-            next("its deriver")?;
+            let (n, deriver) = next("its deriver")?;
+            let deriver = match deriver {
+                "" => None,
+                d => Some(StorePath::parse(d).map_err(|e| bad(n, &e))?),
+            };
             let (n, count) = next("its reference count")?;
             let count: usize = count
                 .parse()
@@ -243,6 +270,7 @@ impl Closure {
                 nar_size,
                 nar_hash,
                 references,
+                deriver,
             };
             if paths.insert(path.clone(), info).is_some() {
                 return Err(format!("closure.db lists {path} twice"));
@@ -298,11 +326,46 @@ impl Closure {
         self.paths.values().map(|p| p.nar_size).sum()
     }
 
-    /// A hex sha256 of the canonical closure (paths, sizes, references),
-    /// stable across builds of the same closure.
+    /// A hex sha256 of the canonical closure (paths, sizes, hashes,
+    /// references), stable across builds of the same closure. Derivers are
+    /// left out: they are not the same on every machine.
     pub fn closure_hash(&self) -> String {
-        let canonical = serde_json::to_vec(self).expect("closure serializes");
+        let mut canonical = self.clone();
+        for info in canonical.paths.values_mut() {
+            info.deriver = None;
+        }
+        let canonical = serde_json::to_vec(&canonical).expect("closure serializes");
         hex(&Sha256::digest(canonical))
+    }
+
+    /// The shortest reference chain from the result to `target`, both
+    /// included (`[result]` when `target` is the result); `None` when the
+    /// result does not reach it. Breadth-first over references in
+    /// store-path order, so among chains of equal length the first in that
+    /// order wins, every time.
+    pub fn shortest_chain(&self, target: &StorePath) -> Option<Vec<&StorePath>> {
+        let mut parent: BTreeMap<&StorePath, &StorePath> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([&self.result]);
+        let mut seen: BTreeSet<&StorePath> = BTreeSet::from([&self.result]);
+        while let Some(p) = queue.pop_front() {
+            if p == target {
+                let mut chain = vec![p];
+                let mut at = p;
+                while let Some(up) = parent.get(at) {
+                    chain.push(up);
+                    at = up;
+                }
+                chain.reverse();
+                return Some(chain);
+            }
+            for r in &self.paths.get(p)?.references {
+                if seen.insert(r) {
+                    parent.insert(r, p);
+                    queue.push_back(r);
+                }
+            }
+        }
+        None
     }
 
     /// For each path, the set of paths that (transitively) depend on it,
@@ -413,6 +476,86 @@ mod tests {
     }
 
     #[test]
+    fn keeps_the_deriver_from_dump_db_out_of_the_closure_hash() {
+        let c = Closure::from_nix(
+            "/nix/store/gxmg97m4di946nxk8g7xi426zddfdmmw-top",
+            "",
+            DUMP_DB_2_8,
+        )
+        .unwrap();
+        let a = c.paths.values().find(|p| p.path.name() == "a-1.0").unwrap();
+        assert_eq!(
+            a.deriver.as_ref().map(StorePath::as_str),
+            Some("/nix/store/a0mw9jhb1dzff8lq9kv8a99a0jaqkaw5-a-1.0.drv")
+        );
+        // closure.json keeps it, and reads back.
+        assert!(c.to_json().contains("a-1.0.drv"));
+        assert_eq!(Closure::from_json(&c.to_json()).unwrap(), c);
+        // Another machine may record another deriver: same closure hash.
+        let mut other = c.clone();
+        for info in other.paths.values_mut() {
+            info.deriver = None;
+        }
+        assert_eq!(other.closure_hash(), c.closure_hash());
+        // A path without a deriver (an empty line) has none.
+        let none = DUMP_DB_2_8.replace("/nix/store/a0mw9jhb1dzff8lq9kv8a99a0jaqkaw5-a-1.0.drv", "");
+        let c = Closure::from_nix(c.result.as_str(), "", &none).unwrap();
+        assert!(c.paths.values().any(|p| p.deriver.is_none()));
+    }
+
+    #[test]
+    fn closure_json_without_derivers_still_loads_with_the_same_hash() {
+        // Written before nixpack kept derivers: the golden file has none.
+        let c = Closure::from_json(GOLDEN).unwrap();
+        assert!(c.paths.values().all(|p| p.deriver.is_none()));
+        assert!(!c.to_json().contains("deriver"));
+        assert_eq!(
+            Closure::from_json(&c.to_json()).unwrap().closure_hash(),
+            c.closure_hash()
+        );
+    }
+
+    #[test]
+    fn shortest_chain_from_the_result() {
+        let c = Closure::from_json(GOLDEN).unwrap();
+        let by_name = |n: &str| c.paths.keys().find(|p| p.name().starts_with(n)).unwrap();
+        let names = |chain: Vec<&StorePath>| -> Vec<String> {
+            chain.iter().map(|p| p.name().to_owned()).collect()
+        };
+        assert_eq!(
+            names(c.shortest_chain(by_name("expat")).unwrap()),
+            ["python-http", "expat-2.5.0"]
+        );
+        // glibc is referenced directly too: the chain is one step, not via zlib.
+        assert_eq!(
+            names(c.shortest_chain(by_name("glibc")).unwrap()),
+            ["python-http", "glibc-2.36"]
+        );
+        assert_eq!(names(c.shortest_chain(&c.result).unwrap()), ["python-http"]);
+        // A deeper closure: result → leaf → lib → base, never longer.
+        let s = crate::layers::tests::synthetic(30, 10);
+        let dependents = s.dependents();
+        for p in s.paths.keys() {
+            // The generator leaves some libraries unused: no chain to them.
+            let Some(chain) = s.shortest_chain(p) else {
+                assert!(!dependents[p].contains(&s.result), "{p} is reachable");
+                continue;
+            };
+            assert_eq!(chain.first(), Some(&&s.result));
+            assert_eq!(chain.last(), Some(&p));
+            for w in chain.windows(2) {
+                assert!(
+                    s.paths[w[0]].references.contains(w[1]),
+                    "each step is a reference"
+                );
+            }
+            if p.name() == "base0" {
+                assert_eq!(chain.len(), 4, "result, a leaf, a library, the base");
+            }
+        }
+    }
+
+    #[test]
     fn refuses_broken_dump_db() {
         let result = "/nix/store/gxmg97m4di946nxk8g7xi426zddfdmmw-top";
         let lines: Vec<&str> = DUMP_DB_2_8.lines().collect();
@@ -441,18 +584,19 @@ mod tests {
         let h = NarHash::parse(hex_form).unwrap();
         assert_eq!(h.to_string(), hex_form);
         assert_eq!(NarHash::parse(&hex_form[7..]).unwrap(), h);
-        // Round trip through Nix base-32 (an encoder written from Nix's
-        // printHash32, for the test only).
-        let nix32: String = (0..52)
-            .rev()
-            .map(|n: usize| {
-                let (i, j) = (n * 5 / 8, n * 5 % 8);
-                let lo = u16::from(h.0[i]) >> j;
-                let hi = h.0.get(i + 1).map_or(0, |b| u16::from(*b) << (8 - j));
-                NIX32[usize::from((lo | hi) & 0x1f)] as char
-            })
-            .collect();
-        assert_eq!(NarHash::parse(&format!("sha256:{nix32}")).unwrap(), h);
+        // Round trip through Nix base-32.
+        let nix32 = h.to_nix32();
+        assert_eq!(nix32.len(), 7 + 52);
+        assert_eq!(NarHash::parse(&nix32).unwrap(), h);
+        // The empty file's NAR hash as `nix-hash --type sha256 --to-base32` prints it.
+        let empty = NarHash::parse(
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        )
+        .unwrap();
+        assert_eq!(
+            empty.to_nix32(),
+            "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73"
+        );
         assert!(NarHash::parse("sha256:xyz").is_err());
         assert!(NarHash::parse(&format!("sha256:{}", "e".repeat(52))).is_err());
     }

@@ -164,7 +164,8 @@ pub fn compressed(layer: &Path, diff_id: &DiffId, c: Compression) -> io::Result<
     let _ = std::fs::remove_file(&side);
     let dir = layer.parent().unwrap_or(Path::new("."));
     let input = io::BufReader::with_capacity(1 << 20, std::fs::File::open(layer)?);
-    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    // Named as this process's, so an interrupted push sweeps it.
+    let tmp = crate::outputs::temp_file(dir)?;
     let mut out = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
     c.compress(input, &mut out)?;
     let (digest, size, w) = out.finish();

@@ -7,8 +7,8 @@
 //! (`DOCKER_HOST=ssh://…` or `tcp://…`). Layers are never buffered whole:
 //! build contexts and image archives are written by a blocking tar writer
 //! into a channel, container output and downloads are stored as they
-//! arrive. (The project's own files, sent to the builder, are packed in
-//! memory: they are also the nix stage's key.)
+//! arrive. The project's own files go to the builder the same way
+//! ([`Upload::Stream`]).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -26,6 +26,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use bytes::Bytes;
+
+use crate::endpoint::{self, ChosenBy, Endpoint, EndpointError, EnvVars, Transport};
+
+mod ssh;
 use futures_util::{StreamExt, TryStreamExt};
 use miette::Diagnostic;
 use thiserror::Error;
@@ -35,17 +39,23 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum EngineError {
     /// No engine answered.
-    #[error("cannot reach the Docker Engine at {host}: {reason}")]
-    #[diagnostic(
-        code(nixpack::engine::unreachable),
-        help("start Docker, or point DOCKER_HOST at a running engine (unix:///var/run/docker.sock, tcp://HOST:2375, ssh://USER@HOST)")
-    )]
+    #[error("cannot reach the Docker Engine at {host} (chosen by {chosen_by}): {reason}")]
+    #[diagnostic(code(nixpack::engine::unreachable))]
     Unreachable {
         /// The socket or URL tried.
         host: String,
+        /// Which setting chose it.
+        chosen_by: ChosenBy,
         /// What the client said.
         reason: String,
+        /// What to check, for this kind of address.
+        #[help]
+        help: String,
     },
+    /// The settings that choose the engine are wrong.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Endpoint(EndpointError),
     /// An API call failed.
     #[error("Docker Engine: {action} failed: {reason}")]
     #[diagnostic(code(nixpack::engine::api))]
@@ -67,6 +77,58 @@ pub enum EngineError {
         #[help]
         help: Option<String>,
     },
+}
+
+/// bollard's default request timeout (long uploads raise it, see
+/// [`Engine::uploading`]).
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// An error and its causes, one line: bollard's own message for a failed
+/// connection is only "client error (Connect)".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text = format!("{text}: {s_text}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// What to check when the engine chosen by `endpoint` does not answer.
+fn unreachable_help(endpoint: &Endpoint) -> String {
+    let choose = "or point DOCKER_HOST or a docker context (DOCKER_CONTEXT) at a running engine: \
+                  unix:///PATH, tcp://HOST:2376 with DOCKER_TLS_VERIFY=1, ssh://USER@HOST";
+    match &endpoint.transport {
+        Transport::Unix(path) => {
+            format!("start Docker (is {} its socket?), {choose}", path.display())
+        }
+        Transport::Tcp { tls: None, .. } => format!(
+            "check that the engine listens there without TLS (with TLS, set DOCKER_TLS_VERIFY=1), {choose}"
+        ),
+        Transport::Tcp {
+            address,
+            tls: Some(tls),
+        } => format!(
+            "check that the engine listens there with TLS, that {} is the CA that signed its \
+             certificate and that the certificate is for {}, and that the engine trusts the \
+             client certificate {} (key {}); DOCKER_CERT_PATH chooses the folder of \
+             ca.pem, cert.pem and key.pem; {choose}",
+            tls.ca.display(),
+            address.rsplit_once(':').map_or(address.as_str(), |(h, _)| h),
+            tls.cert.display(),
+            tls.key.display(),
+        ),
+        Transport::Ssh(target) => format!(
+            "check that `ssh {}` works from this shell (keys, known_hosts, ~/.ssh/config) \
+             and that the docker CLI is installed on {}; {choose}",
+            target.ssh_args().join(" "),
+            target.host
+        ),
+    }
 }
 
 fn api(action: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError {
@@ -92,6 +154,7 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
 #[derive(Clone, Default)]
 pub struct Cleanup {
     containers: Arc<Mutex<Vec<String>>>,
+    images: Arc<Mutex<Vec<String>>>,
 }
 
 impl Cleanup {
@@ -109,23 +172,165 @@ impl Cleanup {
             .retain(|c| c != id);
     }
 
-    /// Force-removes every container still registered.
+    /// Registers an image loaded but not tagged yet: an interrupt removes it.
+    pub fn add_image(&self, id: &str) {
+        self.images
+            .lock()
+            .expect("cleanup lock")
+            .push(id.to_owned());
+    }
+
+    /// The image is tagged (or kept on purpose): an interrupt leaves it.
+    pub fn forget_image(&self, id: &str) {
+        self.images
+            .lock()
+            .expect("cleanup lock")
+            .retain(|i| i != id);
+    }
+
+    /// Force-removes every container still registered, all at once and
+    /// without a grace period: nothing they were doing is worth keeping,
+    /// and Ctrl-C must return within a couple of seconds.
     pub async fn run(&self, engine: &Engine) {
         let ids: Vec<String> = std::mem::take(&mut *self.containers.lock().expect("cleanup lock"));
+        futures_util::future::join_all(ids.iter().map(|id| engine.force_remove_container(id)))
+            .await;
+    }
+
+    /// [`Self::run`], then removes the registered images that are still
+    /// untagged (never forced: one a tag or a container holds stays).
+    pub async fn run_interrupted(&self, engine: &Engine) {
+        self.run(engine).await;
+        let ids: Vec<String> = std::mem::take(&mut *self.images.lock().expect("cleanup lock"));
         for id in ids {
-            let _ = engine.remove_container(&id).await;
+            if let Ok(i) = engine.docker.inspect_image(&id).await {
+                if i.repo_tags.unwrap_or_default().is_empty() {
+                    let _ = engine.remove_image(&id).await;
+                }
+            }
         }
     }
 }
 
-/// A connected engine.
+/// Who holds an engine-wide lock (see [`Engine::try_lock`]): labels on the
+/// lock container, so that a lock whose owner is gone can be taken over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockOwner {
+    /// Host name and machine id of the owner's machine.
+    pub host: String,
+    /// The kernel's boot id there: a reboot ends every owner.
+    pub boot: String,
+    /// The owner's process id.
+    pub pid: u32,
+    /// The process's start time (clock ticks since boot, `/proc/PID/stat`),
+    /// so that a reused pid is not taken for the owner.
+    pub start: String,
+}
+
+const LOCK_HOST: &str = "dev.nixpack.lock.host";
+const LOCK_BOOT: &str = "dev.nixpack.lock.boot";
+const LOCK_PID: &str = "dev.nixpack.lock.pid";
+const LOCK_START: &str = "dev.nixpack.lock.start";
+
+impl LockOwner {
+    /// This process.
+    pub fn me() -> LockOwner {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        };
+        let pid = std::process::id();
+        LockOwner {
+            host: format!(
+                "{}/{}",
+                read("/proc/sys/kernel/hostname"),
+                read("/etc/machine-id")
+            ),
+            boot: read("/proc/sys/kernel/random/boot_id"),
+            pid,
+            start: process_start(pid).unwrap_or_default(),
+        }
+    }
+
+    fn labels(&self) -> [(String, String); 4] {
+        [
+            (LOCK_HOST.to_owned(), self.host.clone()),
+            (LOCK_BOOT.to_owned(), self.boot.clone()),
+            (LOCK_PID.to_owned(), self.pid.to_string()),
+            (LOCK_START.to_owned(), self.start.clone()),
+        ]
+    }
+
+    fn from_labels(labels: &HashMap<String, String>) -> Option<LockOwner> {
+        Some(LockOwner {
+            host: labels.get(LOCK_HOST)?.clone(),
+            boot: labels.get(LOCK_BOOT)?.clone(),
+            pid: labels.get(LOCK_PID)?.parse().ok()?,
+            start: labels.get(LOCK_START)?.clone(),
+        })
+    }
+
+    /// Whether this owner is certainly gone, as seen from `here`: on the
+    /// same machine and boot, its process (pid and start time) no longer
+    /// runs; on the same machine, another boot. An owner on another
+    /// machine cannot be checked from here: `None`.
+    pub fn gone(&self, here: &LockOwner) -> Option<bool> {
+        if self.host != here.host || self.host.starts_with('/') {
+            return None;
+        }
+        if self.boot != here.boot {
+            return Some(true);
+        }
+        Some(process_start(self.pid).as_deref() != Some(self.start.as_str()))
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks
+/// since boot; `None` when there is no such process.
+fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; it ends at the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_owned)
+}
+
+/// A lock container as [`Engine::lock_facts`] sees it.
+#[derive(Debug, Clone)]
+pub struct LockFacts {
+    /// The container's id (release or take over by id, never by name: the
+    /// name may belong to a newer holder by then).
+    pub id: String,
+    /// Who holds it, when the lock says so (older nixpacks did not).
+    pub owner: Option<LockOwner>,
+    /// How long ago it was taken.
+    pub age: std::time::Duration,
+}
+
+/// A connected engine./// A connected engine.
 #[derive(Clone)]
 pub struct Engine {
     docker: Docker,
     /// Where it is, for messages.
     pub host: String,
+    /// Where it is and which setting chose it.
+    pub endpoint: Endpoint,
     /// Registered containers to remove on failure or interrupt.
     pub cleanup: Cleanup,
+}
+
+/// Writes a tar archive into a builder; may be called more than once.
+pub type TarWriter =
+    Arc<dyn Fn(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()> + Send + Sync>;
+
+/// A tar archive to unpack at `/` in a container before it starts.
+#[derive(Clone)]
+pub enum Upload {
+    /// A small archive made in memory.
+    Bytes(Bytes),
+    /// An archive written on a blocking thread as the engine reads it, so
+    /// that no part of it but one chunk is in memory (the project's files).
+    Stream(TarWriter),
 }
 
 /// What to run in a container.
@@ -144,7 +349,7 @@ pub struct RunSpec<'a> {
     /// Host folders: (host path, mount point). Only for a local engine.
     pub binds: Vec<(String, String)>,
     /// Tar archives to unpack at `/` before the container starts.
-    pub uploads: Vec<Vec<u8>>,
+    pub uploads: Vec<Upload>,
     /// Labels for the container (so a stray one can be found).
     pub labels: HashMap<String, String>,
     /// Stdout is data, not a log: no log driver keeps a copy of it, and it
@@ -153,29 +358,54 @@ pub struct RunSpec<'a> {
 }
 
 impl Engine {
-    /// Connects (DOCKER_HOST or the local socket), negotiates the API
-    /// version and pings, so an absent engine is one clear error up front.
+    /// Connects to the engine the environment chooses (see
+    /// [`crate::endpoint`]), negotiates the API version and pings, so an
+    /// absent engine is one clear error up front.
     pub async fn connect() -> Result<Engine, EngineError> {
-        let host = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
-        let unreachable = |reason: String| EngineError::Unreachable {
-            host: host.clone(),
-            reason,
+        let endpoint =
+            endpoint::resolve(&EnvVars::from_process()).map_err(EngineError::Endpoint)?;
+        Self::connect_to(endpoint).await
+    }
+
+    /// Connects to `endpoint`, negotiates the API version and pings.
+    pub async fn connect_to(endpoint: Endpoint) -> Result<Engine, EngineError> {
+        let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
+            host: endpoint.host.clone(),
+            chosen_by: endpoint.chosen_by.clone(),
+            reason: with_causes(&e),
+            help: unreachable_help(&endpoint),
         };
-        let docker = Docker::connect_with_defaults().map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let docker = match &endpoint.transport {
+            Transport::Unix(path) => Docker::connect_with_unix(
+                &path.to_string_lossy(),
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Transport::Tcp { address, tls: None } => Docker::connect_with_http(
+                address,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Transport::Tcp {
+                address,
+                tls: Some(tls),
+            } => Docker::connect_with_ssl(
+                address,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+            Transport::Ssh(target) => ssh::connect(target, REQUEST_TIMEOUT_SECS),
+        }
+        .map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
         Ok(Engine {
             docker,
-            host,
+            host: endpoint.host.clone(),
+            endpoint,
             cleanup: Cleanup::default(),
         })
     }
@@ -326,8 +556,10 @@ impl Engine {
         })
     }
 
-    /// Loads a docker-archive (`POST /images/load`) written by
-    /// `write_archive` on a blocking thread; returns the loaded image id.
+    /// Loads an image archive (`POST /images/load`) written by
+    /// `write_archive` on a blocking thread; returns the id the engine
+    /// reports (`Loaded image ID: …`: the config digest on the classic
+    /// image store, the manifest digest on containerd's).
     pub async fn load(
         &self,
         write_archive: impl FnOnce(&mut tar::Builder<ChannelWriter>) -> std::io::Result<()>
@@ -375,10 +607,12 @@ impl Engine {
                 reason: e.to_string(),
             });
         }
-        id.ok_or_else(|| EngineError::Api {
+        let id = id.ok_or_else(|| EngineError::Api {
             action: "loading the image".into(),
             reason: "the engine reported no image id".into(),
-        })
+        })?;
+        self.cleanup.add_image(&id);
+        Ok(id)
     }
 
     /// Tags `id` as `repo:tag`.
@@ -447,28 +681,185 @@ impl Engine {
     }
 
     /// An engine-wide lock: creates a (never started) container called
-    /// `name`; false when another client holds it. Release it with
-    /// [`Engine::remove_container`]; it is registered for cleanup.
-    pub async fn try_lock(&self, name: &str, image: &str) -> Result<bool, EngineError> {
+    /// `name`, labelled with its owner ([`LockOwner`]); its id, or `None`
+    /// when another client holds it. Release it with
+    /// [`Engine::force_remove_container`] by that id; it is registered for
+    /// cleanup.
+    pub async fn try_lock(&self, name: &str, image: &str) -> Result<Option<String>, EngineError> {
+        let mut labels = HashMap::from([("dev.nixpack.lock".to_owned(), name.to_owned())]);
+        labels.extend(LockOwner::me().labels());
         let body = ContainerCreateBody {
             image: Some(image.to_owned()),
-            labels: Some(HashMap::from([(
-                "dev.nixpack.lock".to_owned(),
-                name.to_owned(),
-            )])),
+            labels: Some(labels),
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         match self.docker.create_container(Some(opts), body).await {
-            Ok(_) => {
-                self.cleanup.add(name);
-                Ok(true)
+            Ok(created) => {
+                self.cleanup.add(&created.id);
+                Ok(Some(created.id))
             }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 409, ..
-            }) => Ok(false),
+            }) => Ok(None),
             Err(e) => Err(api(format!("creating the lock {name}"))(e)),
         }
+    }
+
+    /// The lock container `name`, or `None` when nobody holds it.
+    pub async fn lock_facts(&self, name: &str) -> Result<Option<LockFacts>, EngineError> {
+        let c = match self
+            .docker
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(api(format!("inspecting the lock {name}"))(e)),
+        };
+        let labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+        let created = c
+            .created
+            .as_deref()
+            .and_then(crate::engine::unix_seconds)
+            .unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(Some(LockFacts {
+            id: c.id.unwrap_or_else(|| name.to_owned()),
+            owner: LockOwner::from_labels(&labels),
+            age: std::time::Duration::from_secs(now.saturating_sub(created)),
+        }))
+    }
+
+    /// Force-removes every container with `label` (`key=value`).
+    pub async fn remove_containers_labelled(&self, label: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label", vec![label])]))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("listing containers"))?;
+        for c in list.into_iter().filter_map(|c| c.id) {
+            self.force_remove_container(&c).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes an image by reference, never forced, and says what became
+    /// of it: a container that uses it keeps it.
+    pub async fn remove_image_if_unused(&self, reference: &str) -> Result<Removal, EngineError> {
+        let opts = RemoveImageOptionsBuilder::default().force(false).build();
+        match self.docker.remove_image(reference, Some(opts), None).await {
+            Ok(_) => Ok(Removal::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removal::Gone),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Ok(Removal::InUse(message)),
+            Err(e) => Err(api(format!("removing image {reference}"))(e)),
+        }
+    }
+
+    /// Removes a volume unless a container uses it, and says which.
+    pub async fn remove_volume_if_unused(&self, name: &str) -> Result<Removal, EngineError> {
+        match self
+            .docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+        {
+            Ok(()) => Ok(Removal::Removed),
+            Err(e) if is_not_found(&e) => Ok(Removal::Gone),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) => Ok(Removal::InUse(message)),
+            Err(e) => Err(api(format!("removing volume {name}"))(e)),
+        }
+    }
+
+    /// Images matching `filters` (`label`, `dangling`, `reference`, …):
+    /// id, tags, labels and size.
+    pub async fn list_images(
+        &self,
+        filters: HashMap<&str, Vec<&str>>,
+    ) -> Result<Vec<ListedImage>, EngineError> {
+        let opts = bollard::query_parameters::ListImagesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_images(Some(opts))
+            .await
+            .map_err(api("listing images"))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ListedImage {
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                labels: i.labels,
+                size: i.size.max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// The names of the containers labelled `label` (`key` or `key=value`).
+    pub async fn container_names_labelled(&self, label: &str) -> Result<Vec<String>, EngineError> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&HashMap::from([("label", vec![label])]))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("listing containers"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                c.names?
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+            })
+            .collect())
+    }
+
+    /// Every volume's size in bytes, from the engine's disk-usage endpoint
+    /// (`GET /system/df`), for a local engine (`unix://`); empty when it
+    /// cannot say. bollard 0.21 reads only the answer of API 1.52 and later
+    /// (`VolumeUsage`); the engines before it answer `Volumes`, which it
+    /// drops, so this one request is made on the socket directly.
+    pub async fn volume_sizes(&self) -> HashMap<String, u64> {
+        let Some(path) = self.host.strip_prefix("unix://") else {
+            return HashMap::new();
+        };
+        let answer = async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::UnixStream::connect(path).await?;
+            s.write_all(b"GET /system/df?type=volume HTTP/1.0\r\nHost: docker\r\n\r\n")
+                .await?;
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await?;
+            Ok::<_, std::io::Error>(all)
+        };
+        let Ok(Ok(all)) = tokio::time::timeout(std::time::Duration::from_secs(60), answer).await
+        else {
+            return HashMap::new();
+        };
+        let text = String::from_utf8_lossy(&all);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        parse_volume_sizes(body)
     }
 
     /// Creates a volume (idempotent on the engine's side).
@@ -493,7 +884,18 @@ impl Engine {
     pub async fn create_container(
         &self,
         spec: &RunSpec<'_>,
-        ports: &[(String, u16)],
+        ports: &[Published],
+    ) -> Result<String, EngineError> {
+        self.create_container_with(spec, ports, false).await
+    }
+
+    /// [`Self::create_container`]; with `tty`, the container gets a
+    /// terminal and an open stdin (see [`Self::run_tty`]).
+    pub async fn create_container_with(
+        &self,
+        spec: &RunSpec<'_>,
+        ports: &[Published],
+        tty: bool,
     ) -> Result<String, EngineError> {
         let mounts = spec
             .volumes
@@ -511,18 +913,17 @@ impl Engine {
                 ..Default::default()
             }))
             .collect();
-        let port_bindings = ports
-            .iter()
-            .map(|(p, host_port)| {
-                (
-                    p.clone(),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(host_port.to_string()),
-                    }]),
-                )
-            })
-            .collect();
+        let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for p in ports {
+            port_bindings
+                .entry(p.container.clone())
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: Some(p.ip.clone()),
+                    host_port: Some(p.host.to_string()),
+                });
+        }
         let body = ContainerCreateBody {
             image: Some(spec.image.to_owned()),
             cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
@@ -530,7 +931,12 @@ impl Engine {
             env: Some(spec.env.clone()),
             labels: Some(spec.labels.clone()),
             exposed_ports: (!ports.is_empty())
-                .then(|| ports.iter().map(|(p, _)| p.clone()).collect()),
+                .then(|| ports.iter().map(|p| p.container.clone()).collect()),
+            tty: tty.then_some(true),
+            open_stdin: tty.then_some(true),
+            attach_stdin: tty.then_some(true),
+            attach_stdout: tty.then_some(true),
+            attach_stderr: tty.then_some(true),
             host_config: Some(HostConfig {
                 mounts: Some(mounts),
                 log_config: spec
@@ -551,15 +957,40 @@ impl Engine {
             .map_err(api(format!("creating a container from {}", spec.image)))?;
         let id = created.id;
         self.cleanup.add(&id);
-        for archive in &spec.uploads {
-            let opts = UploadToContainerOptionsBuilder::default().path("/").build();
-            let bytes = Bytes::from(archive.clone());
-            self.docker
-                .upload_to_container(&id, Some(opts), bollard::body_full(bytes))
-                .await
-                .map_err(api("uploading files into the builder"))?;
+        for upload in &spec.uploads {
+            self.upload(&id, upload).await?;
         }
         Ok(id)
+    }
+
+    /// Unpacks one archive at `/` in container `id`.
+    async fn upload(&self, id: &str, upload: &Upload) -> Result<(), EngineError> {
+        let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+        let what = "uploading files into the builder";
+        match upload {
+            Upload::Bytes(bytes) => self
+                .docker
+                .upload_to_container(id, Some(opts), bollard::body_full(bytes.clone()))
+                .await
+                .map_err(api(what)),
+            Upload::Stream(write) => {
+                let write = write.clone();
+                let (body, producer) = tar_body(move |b| write(b));
+                let sent = self
+                    .uploading()
+                    .upload_to_container(id, Some(opts), bollard::body_try_stream(body))
+                    .await;
+                // The writer's own error (a file that could not be read)
+                // says more than the engine's "unexpected EOF".
+                match producer.await {
+                    Ok(Err(e)) => Err(EngineError::Api {
+                        action: what.into(),
+                        reason: e.to_string(),
+                    }),
+                    _ => sent.map_err(api(what)),
+                }
+            }
+        }
     }
 
     /// Starts a container, streams its output lines to `on_line`, waits,
@@ -654,6 +1085,91 @@ impl Engine {
         }
     }
 
+    /// Removes a container at once (killing it if it runs) and its
+    /// anonymous volumes: for clean-up, where nothing it does matters.
+    pub async fn force_remove_container(&self, id: &str) -> Result<(), EngineError> {
+        self.cleanup.forget(id);
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api("removing a container")(e)),
+        }
+    }
+
+    /// Runs a created TTY container attached to this terminal: the host's
+    /// stdin goes to it, its terminal's bytes to stdout, its terminal is
+    /// sized like ours; returns its exit code. The caller removes it.
+    pub async fn run_tty(&self, id: &str, size: Option<(u16, u16)>) -> Result<i64, EngineError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let opts = bollard::query_parameters::AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdin(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let bollard::container::AttachContainerResults {
+            mut output,
+            mut input,
+        } = self
+            .docker
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(api("attaching to a container"))?;
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(api("starting a container"))?;
+        if let Some((rows, cols)) = size {
+            let resize = bollard::query_parameters::ResizeContainerTTYOptionsBuilder::default()
+                .h(i32::from(rows))
+                .w(i32::from(cols))
+                .build();
+            let _ = self.docker.resize_container_tty(id, resize).await;
+        }
+        let pump = async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 1024];
+            loop {
+                match stdin.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if input.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        let _ = input.flush().await;
+                    }
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let show = async {
+            let mut stdout = tokio::io::stdout();
+            while let Some(Ok(out)) = output.next().await {
+                if stdout.write_all(&out.into_bytes()).await.is_err() {
+                    break;
+                }
+                let _ = stdout.flush().await;
+            }
+        };
+        tokio::select! {
+            _ = show => {}
+            _ = pump => {}
+        }
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
+        match self.docker.wait_container(id, Some(opts)).next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(api("waiting for a container")(e)),
+            None => Ok(0),
+        }
+    }
+
     /// Runs a container to completion with its stdout as a byte stream:
     /// attach before starting, send stdout chunks to `stdout` as they come
     /// (waiting while its reader is behind) and stderr lines to
@@ -744,6 +1260,65 @@ impl Engine {
     }
 }
 
+/// A container port published on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// `8080/tcp`.
+    pub container: String,
+    /// Host address.
+    pub ip: String,
+    /// Host port.
+    pub host: u16,
+}
+
+/// What became of something nixpack tried to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Removal {
+    /// Removed.
+    Removed,
+    /// It was not there.
+    Gone,
+    /// A container (or, for an image, another image or tag) still uses
+    /// it; the engine's words.
+    InUse(String),
+}
+
+/// An image as the engine lists it.
+#[derive(Debug, Clone)]
+pub struct ListedImage {
+    /// `sha256:…`.
+    pub id: String,
+    /// `repo:tag` names (none for a dangling image).
+    pub tags: Vec<String>,
+    /// Config labels.
+    pub labels: HashMap<String, String>,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Volume name → size from a `/system/df` answer of any API version:
+/// `Volumes` (before 1.52) or `VolumeUsage.Items`. A size of -1 (not
+/// computed) is left out.
+pub fn parse_volume_sizes(body: &str) -> HashMap<String, u64> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return HashMap::new();
+    };
+    let items = v
+        .get("Volumes")
+        .or_else(|| v.get("VolumeUsage").and_then(|u| u.get("Items")))
+        .and_then(|i| i.as_array())
+        .cloned()
+        .unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|i| {
+            let name = i.get("Name")?.as_str()?.to_owned();
+            let size = i.get("UsageData")?.get("Size")?.as_i64()?;
+            Some((name, u64::try_from(size).ok()?))
+        })
+        .collect()
+}
+
 /// What nixpack reads of an image.
 #[derive(Debug, Clone)]
 pub struct ImageFacts {
@@ -758,6 +1333,42 @@ pub struct ImageFacts {
 }
 
 const CHUNK: usize = 256 * 1024;
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC time as the engine
+/// writes it (`2026-11-24T23:26:24.123456789Z`; a numeric offset is
+/// applied).
+pub fn unix_seconds(t: &str) -> Option<u64> {
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (clock, offset) = match time.find(['Z', '+', '-']) {
+        Some(i) => (&time[..i], &time[i..]),
+        None => (time, "Z"),
+    };
+    let mut c = clock.split(':');
+    let h: i64 = c.next()?.parse().ok()?;
+    let min: i64 = c.next()?.parse().ok()?;
+    let sec: i64 = c.next()?.split('.').next()?.parse().ok()?;
+    let off = match offset.as_bytes().first() {
+        Some(b'+') | Some(b'-') => {
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let mut o = offset[1..].split(':');
+            let oh: i64 = o.next()?.parse().ok()?;
+            let om: i64 = o.next().unwrap_or("0").parse().ok()?;
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => 0,
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    u64::try_from(days * 86400 + h * 3600 + min * 60 + sec - off).ok()
+}
 
 /// A short image id as the Engine's builder prints it after each step.
 fn is_short_id(s: &str) -> bool {
@@ -817,7 +1428,7 @@ impl Write for ChannelWriter {
         self.tx.blocking_send(Ok(chunk)).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
-                "the engine stopped reading the build context",
+                "the engine stopped reading the archive",
             )
         })
     }
@@ -859,13 +1470,46 @@ fn unpack_stripped(reader: impl std::io::Read, dest: &Path) -> std::io::Result<(
             std::fs::create_dir_all(parent)?;
         }
         // Unique per process and entry: two builds may fetch the same layer.
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut partial = target.clone().into_os_string();
-        partial.push(format!(".partial-{}-{seq}", std::process::id()));
-        let partial = PathBuf::from(partial);
-        entry.unpack(&partial)?;
+        let partial = crate::outputs::partial_path(&target)?;
+        if let Err(e) = entry.unpack(&partial) {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
         std::fs::rename(&partial, &target)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod df_tests {
+    use super::*;
+
+    #[test]
+    fn volume_sizes_are_read_from_both_df_layouts() {
+        let old = r#"{"Volumes":[{"Name":"a","UsageData":{"Size":42,"RefCount":0}},{"Name":"b","UsageData":{"Size":-1,"RefCount":0}}]}"#;
+        assert_eq!(
+            parse_volume_sizes(old),
+            HashMap::from([("a".to_owned(), 42)])
+        );
+        let new = r#"{"VolumeUsage":{"Items":[{"Name":"c","UsageData":{"Size":7,"RefCount":1}}]}}"#;
+        assert_eq!(
+            parse_volume_sizes(new),
+            HashMap::from([("c".to_owned(), 7)])
+        );
+        assert!(parse_volume_sizes("not json").is_empty());
+    }
+
+    #[test]
+    fn engine_times_are_read_as_unix_seconds() {
+        assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            unix_seconds("2026-11-24T23:26:24.123456789Z"),
+            Some(1_795_562_784)
+        );
+        assert_eq!(
+            unix_seconds("2026-11-25T00:26:24+01:00"),
+            Some(1_795_562_784)
+        );
+        assert_eq!(unix_seconds("yesterday"), None);
+    }
 }

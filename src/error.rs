@@ -44,6 +44,15 @@ impl Error {
         }
     }
 
+    /// A container that `nixpack run` ran exited with `code`: nixpack exits
+    /// with the same code (1 when it does not fit an exit status).
+    pub fn exit_code_of(reference: &str, code: i64) -> Self {
+        Error {
+            report: miette::miette!("`{reference}` exited with code {code}"),
+            code: u8::try_from(code).ok().filter(|c| *c != 0).unwrap_or(1),
+        }
+    }
+
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         self.code

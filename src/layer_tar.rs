@@ -306,6 +306,7 @@ mod tests {
             nar_size: nar.len() as u64,
             nar_hash: NarHash(Sha256::digest(nar).into()),
             references: BTreeSet::new(),
+            deriver: None,
         }
     }
 
@@ -735,6 +736,7 @@ mod tests {
             nar_size: head.len() as u64 + SIZE + tail.len() as u64,
             nar_hash,
             references: BTreeSet::new(),
+            deriver: None,
         };
         let t = Instant::now();
         let mut tar = LayerTar::new(io::sink(), 1).unwrap();

@@ -63,5 +63,20 @@ fn run(cli: Cli) -> Result<(), Error> {
             let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
             commands::run::run(manifest, args, out)
         }
+        Command::Inspect(args) => {
+            let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
+            out.line(commands::inspect::run(&manifest, args)?.trim_end());
+            Ok(())
+        }
+        Command::Why(args) => {
+            let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
+            out.line(commands::why::run(&manifest, args)?.trim_end());
+            Ok(())
+        }
+        Command::Clean(args) => {
+            let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
+            commands::clean::run(&manifest, args, out)
+        }
+        Command::Gc(args) => commands::gc::run(args, out),
     }
 }

@@ -905,7 +905,7 @@ fn put_blob(
         let path = path.to_owned();
         move |source| OciError::Io { path, source }
     };
-    let tmp = tempfile::NamedTempFile::new_in(blobs).map_err(io_err(blobs))?;
+    let tmp = crate::outputs::temp_file(blobs).map_err(io_err(blobs))?;
     let mut w = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
     io::copy(&mut content, &mut w).map_err(io_err(source_name))?;
     let (found, written, out) = w.finish();
@@ -937,7 +937,7 @@ fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), OciError> {
         path: path.to_owned(),
         source,
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err)?;
+    let mut tmp = crate::outputs::temp_file(dir).map_err(io_err)?;
     tmp.write_all(bytes).map_err(io_err)?;
     set_readable(tmp.as_file()).map_err(io_err)?;
     tmp.as_file().sync_all().map_err(io_err)?;

@@ -1026,6 +1026,7 @@ mod tests {
                     nar_size: (1 + rand(1000).pow(2)) << 10,
                     nar_hash: NarHash([0; 32]),
                     references,
+                    deriver: None,
                 };
                 (path(i), info)
             })

@@ -63,6 +63,14 @@ impl Ui {
         }
     }
 
+    /// A warning on stderr, shown even with `-q`.
+    pub fn warn(&self, s: &str) {
+        match &self.multi {
+            Some(m) => m.suspend(|| eprintln!("{s}")),
+            None => eprintln!("{s}"),
+        }
+    }
+
     /// Starts a stage for `what` (e.g. the image name).
     pub fn stage(&self, what: &str, stage: &str) -> Stage {
         let bar = self.multi.as_ref().map(|m| {
@@ -138,13 +146,47 @@ impl Drop for Stage {
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM: either means "stop, clean up".
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    match Interrupts::install() {
+        Some(mut i) => i.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM, counted from the moment they are
+/// installed: the first asks a command to stop and clean up, a second one
+/// (see [`Interrupts::or_exit`]) ends the process at once.
+pub struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    /// Installs the handlers (inside a runtime); `None` if the OS refuses.
+    pub fn install() -> Option<Interrupts> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Some(Interrupts {
+            int: signal(SignalKind::interrupt()).ok()?,
+            term: signal(SignalKind::terminate()).ok()?,
+        })
+    }
+
+    /// The next SIGINT or SIGTERM.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+
+    /// Runs `work` (a clean-up), unless another signal comes first: then
+    /// the process exits with 130 at once, leaving the clean-up undone.
+    pub async fn or_exit<T>(&mut self, work: impl std::future::Future<Output = T>) -> T {
+        tokio::select! {
+            r = work => r,
+            _ = self.recv() => {
+                eprintln!("interrupted again: exiting without cleaning up");
+                std::process::exit(130)
+            }
+        }
     }
 }

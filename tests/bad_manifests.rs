@@ -433,6 +433,22 @@ fn store_volume_with_a_slash() {
     );
 }
 
+#[test]
+fn runner_that_nixpack_does_not_know() {
+    let m = format!("[builder]\nrunner = \"podman\"\n\n{PROJECT}{IMAGE}");
+    assert_bad(
+        &m,
+        &[],
+        2,
+        "\"podman\"",
+        &[
+            "`runner = \"podman\"` is not a runner nixpack knows",
+            "\"docker\"",
+            "\"host\"",
+        ],
+    );
+}
+
 // ---- files ---------------------------------------------------------------------
 
 #[test]
@@ -772,10 +788,12 @@ fn image_names_that_share_an_output_folder() {
 #[test]
 fn expression_in_a_folder_nixpack_does_not_send() {
     assert_bad(
-        &format!("{PROJECT}[[image]]\nname = \"shop/web\"\nexpression = \"target/app.nix\"\n"),
-        &[("target/app.nix", "{}")],
+        &format!(
+            "{PROJECT}[[image]]\nname = \"shop/web\"\nexpression = \"api/.nixpack/app.nix\"\n"
+        ),
+        &[("api/.nixpack/app.nix", "{}")],
         6,
-        "\"target/app.nix\"",
-        &["lies in `target/`", "does not send to the builder"],
+        "\"api/.nixpack/app.nix\"",
+        &["lies in `.nixpack`", "does not send to the builder"],
     );
 }

@@ -411,3 +411,45 @@ fn a_bad_manifest_exits_1_with_the_diagnostic_on_stderr() {
         .stdout("")
         .stderr(predicate::str::contains("the manifest declares no image"));
 }
+
+#[test]
+fn build_output_names_its_kind_and_path() {
+    let dir = project(&[]);
+    for (arg, says) in [
+        (
+            "layout",
+            "names no kind: write docker, oci:DIR or oci-archive:FILE",
+        ),
+        ("docker:x", "unknown output kind `docker`"),
+        ("oci:", "names no path"),
+    ] {
+        let out = nixpack(dir.path())
+            .args(["build", "--output", arg])
+            .assert()
+            .code(2);
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(err.contains(says), "{arg}: {err}");
+    }
+}
+
+#[test]
+fn an_oci_archive_of_several_images_says_to_pick_one() {
+    let dir = project(&[
+        (
+            "nixpack.toml",
+            "[project]\nname = \"t\"\n[[image]]\nname = \"a\"\nexpression = \"default.nix\"\n[[image]]\nname = \"b\"\nexpression = \"default.nix\"\n",
+        ),
+        ("default.nix", "1"),
+    ]);
+    let out = nixpack(dir.path())
+        .args(["build", "--output", "oci-archive:x.tar"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .assert()
+        .code(1);
+    let err = common::squash(&String::from_utf8_lossy(&out.get_output().stderr));
+    assert!(
+        err.contains("holds one image, and this build has 2"),
+        "{err}"
+    );
+    assert!(err.contains("--image NAME"), "{err}");
+}

@@ -21,8 +21,19 @@ fn nixpack_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nixpack"))
 }
 
+/// The binary, recording its builds (for `nixpack gc`) in a registry of
+/// the tests' own, never the user's.
+fn nixpack_command() -> Command {
+    let mut cmd = Command::new(nixpack_bin());
+    cmd.env(
+        "XDG_STATE_HOME",
+        std::env::temp_dir().join(format!("nixpack-e2e-state-{}", std::process::id())),
+    );
+    cmd
+}
+
 fn nixpack(dir: &Path, args: &[&str]) -> Output {
-    Command::new(nixpack_bin())
+    nixpack_command()
         .args(args)
         .current_dir(dir)
         .env("NO_COLOR", "1")
@@ -314,7 +325,7 @@ fn example_builds_runs_and_answers_over_http() {
     );
 
     // `nixpack run` publishes the port on loopback and answers over HTTP.
-    let mut run = Command::new(nixpack_bin())
+    let mut run = nixpack_command()
         .arg("run")
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
@@ -515,7 +526,7 @@ fn two_build_processes_at_once_share_the_store() {
     let children: Vec<_> = dirs
         .iter()
         .map(|d| {
-            Command::new(nixpack_bin())
+            nixpack_command()
                 .arg("build")
                 .current_dir(d.path())
                 .env("NO_COLOR", "1")
@@ -554,7 +565,7 @@ fn two_build_processes_of_one_project_take_turns() {
     let _guard = ImageGuard(vec![format!("{name}:latest")]);
     let children: Vec<_> = (0..2)
         .map(|_| {
-            Command::new(nixpack_bin())
+            nixpack_command()
                 .arg("build")
                 .current_dir(dir.path())
                 .env("NO_COLOR", "1")
@@ -581,7 +592,7 @@ fn an_unreachable_engine_is_one_clear_error() {
         "[project]\nname = \"t\"\n[[image]]\nname = \"x\"\nexpression = \"default.nix\"\n",
         &[("default.nix", "1")],
     );
-    let out = Command::new(nixpack_bin())
+    let out = nixpack_command()
         .arg("build")
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
@@ -590,9 +601,16 @@ fn an_unreachable_engine_is_one_clear_error() {
         .unwrap();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
+    // miette wraps at 100 columns.
+    let one_line: Vec<&str> = err
+        .lines()
+        .map(|l| l.trim_start_matches([' ', '│']))
+        .collect();
     assert!(
-        err.contains("cannot reach the Docker Engine at unix:///tmp/nixpack-no-such-docker.sock"),
-        "{err}"
+        one_line.join(" ").contains(
+            "cannot reach the Docker Engine at unix:///tmp/nixpack-no-such-docker.sock (chosen by DOCKER_HOST)"
+        ),
+        "it says which engine it tried and how it was chosen:\n{err}"
     );
     assert!(
         err.contains("DOCKER_HOST"),
@@ -761,7 +779,7 @@ fn layers_are_byte_identical_across_two_fresh_stores_and_match_the_store() {
     // Two stores, each seeded and built from nothing: nixpack writes the
     // layers from each store's NARs, and both give the same bytes.
     for d in &dirs {
-        let mut cmd = Command::new(nixpack_bin());
+        let mut cmd = nixpack_command();
         cmd.arg("build").current_dir(d.path()).env("NO_COLOR", "1");
         let out = cmd.output().unwrap();
         assert!(out.status.success(), "{}", text(&out.stderr));
@@ -1274,4 +1292,79 @@ fn oci_outputs_are_read_by_skopeo_umoci_and_oci_image_tool() {
         .join(closure.result.as_str().trim_start_matches('/'))
         .join("share/tiny/nonce");
     assert_eq!(std::fs::read_to_string(nonce).unwrap().trim(), name);
+}
+
+/// `runner = "host"`: the same entrypoint on this machine's Nix (Debian's
+/// nix-bin, single-user, with a test-owned nix.conf), the same layers: the
+/// coreutils-only closure gets the DiffIDs the builder container gives it.
+/// With only `--output oci:DIR`, no engine is contacted at all.
+#[test]
+fn the_host_runner_gives_the_builder_containers_diff_ids_without_an_engine() {
+    require_base();
+    assert!(
+        Command::new("sh")
+            .args(["-c", "command -v nix-build"])
+            .status()
+            .unwrap()
+            .success(),
+        "nix-build is not on PATH: scripts/install-test-tools installs Debian's nix-bin"
+    );
+    let conf = tempfile::tempdir().unwrap();
+    std::fs::write(
+        conf.path().join("nix.conf"),
+        "build-users-group =\nsandbox = false\nsubstituters =\n",
+    )
+    .unwrap();
+    let names = [unique("runner-docker"), unique("runner-host")];
+    let _images = ImageGuard(names.iter().map(|n| format!("{n}:latest")).collect());
+    let manifest = |name: &str, runner: &str| {
+        format!("[project]\nname = \"t\"\n[builder]\nfrom = \"{BASE}\"\nrunner = \"{runner}\"\n[[image]]\nname = \"{name}\"\nexpression = \"default.nix\"\n")
+    };
+    let docker_dir = project(
+        &manifest(&names[0], "docker"),
+        &[("default.nix", COREUTILS_ONLY)],
+    );
+    build_ok(docker_dir.path());
+    let host_dir = project(
+        &manifest(&names[1], "host"),
+        &[("default.nix", COREUTILS_ONLY)],
+    );
+    let layout = host_dir.path().join("layout");
+    let out = Command::new(nixpack_bin())
+        .args(["build", "--output", &format!("oci:{}", layout.display())])
+        .current_dir(host_dir.path())
+        .env("NO_COLOR", "1")
+        .env("NIX_CONF_DIR", conf.path())
+        // No engine to reach: the build must not try.
+        .env("DOCKER_HOST", "unix:///nonexistent/nixpack-no-engine.sock")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (d, h) = (
+        report(docker_dir.path(), &names[0]),
+        report(host_dir.path(), &names[1]),
+    );
+    assert_eq!(h["store_paths"], 3);
+    assert_eq!(
+        d["diff_ids"], h["diff_ids"],
+        "the same layers from either runner"
+    );
+    assert!(
+        layout.join("index.json").is_file(),
+        "the image went to the layout"
+    );
+    // The result link is a GC root of the host's store.
+    let link = host_dir
+        .path()
+        .join(".nixpack")
+        .join(names[1].replace('/', "_"))
+        .join("result");
+    assert!(std::fs::read_link(&link)
+        .unwrap()
+        .starts_with("/nix/store/"));
+    assert!(
+        rt().block_on(docker().inspect_image(&format!("{}:latest", names[1])))
+            .is_err(),
+        "nothing was loaded into the engine"
+    );
 }

@@ -12,9 +12,9 @@ use crate::cli::{BuildArgs, Output};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::lock::{self, Lock, LockedBuilder, LockedImage, LOCK_NAME};
-use crate::manifest::{Image, Manifest};
+use crate::manifest::{Image, Manifest, Runner};
 use crate::render::Renderer;
-use crate::stages::{self, builder::BuilderImage, Ctx};
+use crate::stages::{self, runner::Backend, Ctx};
 use crate::ui::Ui;
 
 /// What one image's build produced, for the summary and the report.
@@ -33,10 +33,15 @@ pub struct Outcome {
     pub nix_ran: bool,
     /// Closure layers written.
     pub layers_written: usize,
+    /// What changed since the previous closure, as a few lines (empty
+    /// on a first build or when the closure is the same).
+    pub changes: Vec<String>,
 }
 
 /// Runs `nixpack build`.
 pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
+    // Usage mistakes first: they need no engine.
+    let images = select(&manifest, args)?;
     let o = &args.push_options;
     if !args.push && (o.insecure || o.username.is_some() || o.compression != Default::default()) {
         return Err(Error::msg(
@@ -50,43 +55,94 @@ pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
     } else {
         None
     };
-    super::runtime()?.block_on(async {
-        let engine = Engine::connect().await.map_err(Error::user)?;
+    let outputs = plan_outputs(&args.outputs, &images)?;
+    // The engine is needed to run the builder, or to load the images.
+    let load = args.outputs.is_empty() || args.outputs.contains(&Output::Docker);
+    let host = match manifest.builder.runner {
+        Runner::Docker => false,
+        Runner::Host => true,
+        Runner::Auto => nix_on_path(),
+    };
+    let runtime = super::runtime()?;
+    let result = runtime.block_on(async {
+        let mut signals = crate::ui::Interrupts::install()
+            .ok_or_else(|| Error::internal("installing the Ctrl-C handler", "refused"))?;
+        let engine = if host && !load {
+            None
+        } else {
+            let engine = Engine::connect().await.map_err(Error::user)?;
+            if ui.verbose() > 0 {
+                ui.log(&format!("engine: {}", engine.endpoint));
+            }
+            Some(engine)
+        };
+        if ui.verbose() > 0 {
+            ui.log(if host {
+                "runner: this machine's Nix"
+            } else {
+                "runner: the builder container"
+            });
+        }
         let work = async {
-            build(&engine, &manifest, args, &ui).await?;
-            engine.cleanup.run(&engine).await;
+            build(engine.as_ref(), host, load, &manifest, args, &outputs, &ui).await?;
             if args.push {
-                let images = manifest
-                    .select(&args.images)
-                    .map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))?;
+                // From `.nixpack/`, as `nixpack push` does: no engine.
                 super::push::push_all(&manifest, &images, &[], o, credentials, &ui).await?;
             }
             Ok(())
         };
         tokio::select! {
             r = work => {
-                engine.cleanup.run(&engine).await;
+                if let Some(engine) = &engine {
+                    signals.or_exit(engine.cleanup.run(engine)).await;
+                }
                 r
             }
-            _ = crate::ui::shutdown_signal() => {
-                ui.log("interrupted: removing the containers nixpack started");
-                engine.cleanup.run(&engine).await;
+            _ = signals.recv() => {
+                ui.log("interrupted: removing what nixpack started (Ctrl-C again to exit at once)");
+                crate::outputs::interrupt();
+                if let Some(engine) = &engine {
+                    signals.or_exit(engine.cleanup.run_interrupted(engine)).await;
+                }
                 Err(Error::interrupted())
             }
         }
-    })
+    });
+    finish_runtime(runtime, &result, &manifest);
+    result
+}
+
+/// Ends the runtime without waiting for blocking tasks an interrupt cut
+/// off (a layer writer, an archive producer): their inputs are gone, and
+/// Ctrl-C must return at once. Then removes the temporary files they left.
+fn finish_runtime(
+    runtime: tokio::runtime::Runtime,
+    result: &Result<(), Error>,
+    manifest: &Manifest,
+) {
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    if result.as_ref().is_err_and(|e| e.exit_code() == 130) {
+        crate::outputs::sweep_temporaries(&crate::outputs::project_dir(manifest));
+    }
+}
+
+/// Whether `nix-build` is on PATH (`runner = "auto"`).
+fn nix_on_path() -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join("nix-build").is_file()))
 }
 
 async fn build(
-    engine: &Engine,
+    engine: Option<&Engine>,
+    host: bool,
+    load: bool,
     manifest: &Manifest,
     args: &BuildArgs,
+    outputs: &[(String, Output)],
     ui: &Ui,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    let images = manifest
-        .select(&args.images)
-        .map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))?;
+    let images = select(manifest, args)?;
     let renderer = Renderer::new(manifest)?;
     let ctx = Ctx {
         engine,
@@ -94,20 +150,48 @@ async fn build(
         renderer: &renderer,
         ui,
     };
-    let outputs = plan_outputs(&args.outputs, &images)?;
-    let (builder, _built) = stages::builder::ensure(&ctx).await?;
-    let volume = stages::store::ensure(&ctx, &builder).await?;
+    let project = stages::nix::sources(&ctx).await?;
+    let backend = if host {
+        Backend::host().await?
+    } else {
+        let engine = ctx.engine()?;
+        let (builder, _built) = stages::builder::ensure(&ctx).await?;
+        let store = stages::store::ensure(&ctx, &builder).await?;
+        // For `nixpack gc`: this project now uses this builder and volume.
+        let recorded = crate::projects::record_build(
+            &engine.host,
+            &std::fs::canonicalize(&manifest.path).unwrap_or_else(|_| manifest.path.clone()),
+            crate::projects::ProjectUse {
+                builder: builder.reference.clone(),
+                store_volume: store.name.clone(),
+                images: manifest.images.iter().map(|i| i.name.to_string()).collect(),
+            },
+        )
+        .await;
+        if let Err(e) = recorded {
+            ui.log(&format!("warning: could not record this build for `nixpack gc` ({e}); gc will keep its builder and volume"));
+        }
+        Backend::Docker { builder, store }
+    };
 
     let results: Vec<(String, Result<Outcome, Error>)> = futures_util::stream::iter(images)
         .map(|image| {
             let ctx = &ctx;
-            let builder = &builder;
-            let volume = &volume;
-            let outputs = &outputs;
+            let backend = &backend;
+            let project = &project;
             async move {
                 (
                     image.reference(),
-                    build_one(ctx, builder, volume, image, !args.locked, outputs).await,
+                    build_one(
+                        ctx,
+                        backend,
+                        project,
+                        image,
+                        !args.locked && load,
+                        load,
+                        outputs,
+                    )
+                    .await,
                 )
             }
         })
@@ -152,13 +236,18 @@ async fn build(
             }
         }
     }
+    if !ui.quiet() {
+        for line in done.iter().flat_map(|(_, o)| &o.changes) {
+            ui.line(line);
+        }
+    }
     ui.log(&format!("done in {:.1}s", started.elapsed().as_secs_f64()));
     match failures.len() {
         0 => {
             finish_lock(
-                engine,
+                engine.filter(|_| load),
                 manifest,
-                &builder,
+                &backend,
                 &locked_images(&done, manifest),
                 args.locked,
                 ui,
@@ -178,12 +267,14 @@ async fn build(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn build_one(
     ctx: &Ctx<'_>,
-    builder: &BuilderImage,
-    store: &stages::store::Store,
+    backend: &Backend,
+    project: &stages::nix::ProjectSources,
     image: &Image,
     tag: bool,
+    load: bool,
     outputs: &[(String, Output)],
 ) -> Result<Outcome, Error> {
     let dir = crate::outputs::image_dir(ctx.manifest, image);
@@ -196,23 +287,21 @@ async fn build_one(
     .await
     .map_err(|e| Error::internal("locking the output folder", e))?;
     let t = Instant::now();
-    let volume = store.name.as_str();
-    let (closure, nix_ran) = stages::nix::run(ctx, builder, store, image, &dir).await?;
+    // The closure of the build before, to say what changed.
+    let previous = crate::outputs::read_closure(&dir).and_then(Result::ok);
+    let (closure, nix_ran) = stages::nix::run(ctx, backend, project, image, &dir).await?;
     let nix_time = t.elapsed();
     let t = Instant::now();
     let layers = stages::layers::prepare(image, &dir, &closure)?;
-    // The image stage streams each layer to the engine as soon as it is
-    // written, so the two stages overlap: for a 1 GiB closure on a local
-    // engine, 4.7 s against 5.1 s one after the other. (With the layers
-    // streamed through nixpack instead of a bind mount, all of it on the
-    // same 2 cores, the overlap measured slower: 10.2 s against 6.4 s.)
+    // The image stage streams each layer to the engine as soon as nixpack
+    // has written it, so writing layers overlaps the engine's ingest (the
+    // README's "How fast" has the numbers).
     let ready = std::sync::Arc::new(stages::layers::Ready::default());
     let produce = async {
-        let r =
-            stages::layers::produce(ctx, builder, volume, image, &closure, &layers, &ready).await;
+        let r = stages::layers::produce(ctx, backend, image, &closure, &layers, &ready).await;
         (r, t.elapsed())
     };
-    let assemble = stages::image::run(ctx, image, &dir, &closure, &layers, &ready);
+    let assemble = stages::image::run(ctx, image, &dir, &closure, &layers, &ready, load);
     let ((written, layers_time), built) = tokio::join!(produce, assemble);
     let image_time = t.elapsed();
     // A layer failure explains an image failure, not the other way round;
@@ -220,23 +309,44 @@ async fn build_one(
     let layers_written = match written {
         Ok(n) => n,
         Err(e) => {
-            if let Some(b) = built.as_ref().ok().filter(|b| b.built) {
-                let _ = ctx.engine.remove_image(&b.id).await;
+            if let (Some(b), true) = (built.as_ref().ok().filter(|b| b.built), load) {
+                let _ = ctx.engine()?.remove_image(&b.id).await;
             }
             return Err(e);
         }
     };
     let built = built?;
+    crate::outputs::write_sboms(&dir, &closure, stages::source_date_epoch())
+        .map_err(|e| Error::internal("writing the SBOMs", e))?;
+    record_layers(&dir, &closure, &layers, &built)
+        .map_err(|e| Error::internal("writing layers.json", e))?;
+    let changes = match previous.filter(|p| p.closure_hash() != closure.closure_hash()) {
+        Some(previous) => {
+            let written: Vec<&crate::layers::Layer> = layers
+                .plan
+                .iter()
+                .filter(|l| layers.missing.contains(&l.file_name()))
+                .collect();
+            crate::record::Changes::between(&previous, &closure).summary(
+                &image.reference(),
+                (written.len(), layers.plan.len()),
+                written.iter().map(|l| l.nar_size).sum(),
+                5,
+            )
+        }
+        None => vec![],
+    };
     // Every stage succeeded: now the tag may move.
     if tag && built.built {
         if let Err(e) = ctx
-            .engine
+            .engine()?
             .tag(&built.id, image.name.as_str(), image.tag.as_str())
             .await
         {
-            let _ = ctx.engine.remove_image(&built.id).await;
+            let _ = ctx.engine()?.remove_image(&built.id).await;
             return Err(Error::user(e));
         }
+        ctx.engine()?.cleanup.forget_image(&built.id);
     }
     for (name, output) in outputs.iter().filter(|(n, _)| *n == image.name.to_string()) {
         write_output(ctx, image, &built, output).map_err(|e| {
@@ -258,21 +368,54 @@ async fn build_one(
         nix_ran,
         layers_written,
         built,
+        changes,
     };
-    write_report(&dir, &closure, &outcome, builder, volume);
+    write_report(&dir, &closure, &outcome, backend);
     Ok(outcome)
+}
+
+/// `layers.json` for `nixpack inspect`: the image's layers with their
+/// DiffIDs, sizes and reasons. A different list moves the old one to
+/// `previous-layers.json`.
+fn record_layers(
+    dir: &std::path::Path,
+    closure: &crate::closure::Closure,
+    layers: &stages::layers::Layers,
+    built: &stages::image::Built,
+) -> std::io::Result<()> {
+    use crate::record::{LayerList, LAYERS_FILE, PREVIOUS_LAYERS_FILE};
+    let mut list = LayerList::new(closure, &layers.plan, &layers.conventions);
+    list.manifest_digest = built.oci.as_ref().map(|m| m.manifest_digest.to_string());
+    for l in &mut list.layers {
+        let file = dir.join(&l.file);
+        l.size = std::fs::metadata(&file).ok().map(|m| m.len());
+        l.diff_id = stages::image::cached_diff_id(&file).ok().map(|d| d.0);
+    }
+    let text = list.to_json();
+    let path = dir.join(LAYERS_FILE);
+    let old = std::fs::read_to_string(&path).ok();
+    if old.as_deref() != Some(text.as_str()) {
+        if let Some(old) = old {
+            crate::outputs::write_atomic(&dir.join(PREVIOUS_LAYERS_FILE), old.as_bytes())?;
+        }
+        crate::outputs::write_atomic(&path, text.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn write_report(
     dir: &std::path::Path,
     closure: &crate::closure::Closure,
     o: &Outcome,
-    builder: &BuilderImage,
-    volume: &str,
+    backend: &Backend,
 ) {
+    let (builder, volume) = match backend {
+        Backend::Docker { builder, store } => (builder.reference.clone(), store.name.clone()),
+        Backend::Host { nix_version } => (format!("host: {nix_version}"), "host".to_owned()),
+    };
     let report = serde_json::json!({
         "image": o.built.reference,
-        "builder": builder.reference,
+        "builder": builder,
         "store_volume": volume,
         "id": o.built.id,
         "manifest_digest": o.built.oci.as_ref().map(|m| m.manifest_digest.to_string()),
@@ -290,6 +433,12 @@ fn write_report(
     });
     let text = serde_json::to_string_pretty(&report).expect("report serializes");
     let _ = crate::outputs::write_atomic(&dir.join("report.json"), text.as_bytes());
+}
+
+fn select<'m>(manifest: &'m Manifest, args: &BuildArgs) -> Result<Vec<&'m Image>, Error> {
+    manifest
+        .select(&args.images)
+        .map_err(|m| Error::msg(m, "pass a name declared in an `[[image]]` table"))
 }
 
 /// Which image goes to which `--output`: `oci:DIR` holds the one image
@@ -315,6 +464,8 @@ fn plan_outputs(outputs: &[Output], images: &[&Image]) -> Result<Vec<(String, Ou
                     "pick one with --image NAME, or write oci:DIR (a sub-folder per image)",
                 ))
             }
+            // The engine is not a file: the image stage loads it.
+            Output::Docker => {}
             o => planned.extend(images.iter().map(|i| (i.name.to_string(), o.clone()))),
         }
     }
@@ -339,6 +490,7 @@ fn write_output(
         .ui
         .stage(&image.name.to_string(), &format!("writing {output:?}"));
     match output {
+        Output::Docker => {}
         Output::Oci(dir) => {
             crate::oci::write_layout_dir(dir, made, &built.layer_files, &tag)
                 .map_err(|e| e.to_string())?;
@@ -349,7 +501,7 @@ fn write_output(
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(std::path::Path::new("."));
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-            let tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| e.to_string())?;
+            let tmp = crate::outputs::temp_file(parent).map_err(|e| e.to_string())?;
             let mut tar = tar::Builder::new(std::io::BufWriter::new(tmp));
             crate::oci::write_layout_archive(&mut tar, made, &built.layer_files, &tag)
                 .map_err(|e| e.to_string())?;
@@ -392,9 +544,9 @@ fn locked_images(done: &[(String, Outcome)], manifest: &Manifest) -> Vec<(Locked
 /// Writes nixpack.lock, or with `--locked` compares it and tags the
 /// images only when it would not change.
 async fn finish_lock(
-    engine: &Engine,
+    engine: Option<&Engine>,
     manifest: &Manifest,
-    builder: &BuilderImage,
+    backend: &Backend,
     done: &[(LockedImage, String)],
     locked: bool,
     ui: &Ui,
@@ -422,9 +574,16 @@ async fn finish_lock(
     let order: Vec<String> = manifest.images.iter().map(|i| i.name.to_string()).collect();
     let lock = Lock::merge(
         old.as_ref(),
-        LockedBuilder {
-            from: manifest.builder.from.to_string(),
-            base_rootfs: builder.base_rootfs.clone(),
+        match backend {
+            Backend::Docker { builder, .. } => LockedBuilder {
+                from: manifest.builder.from.to_string(),
+                base_rootfs: builder.base_rootfs.clone(),
+            },
+            // The host's Nix built it: the lock says which.
+            Backend::Host { nix_version } => LockedBuilder {
+                from: "host".to_owned(),
+                base_rootfs: nix_version.clone(),
+            },
         },
         done.iter().map(|(l, _)| l.clone()).collect(),
         &order,
@@ -441,7 +600,9 @@ async fn finish_lock(
             // The images made for this build stay untagged: remove them
             // (never forced, so an image still tagged elsewhere stays).
             for (_, id) in done {
-                let _ = engine.remove_image(id).await;
+                if let Some(engine) = engine {
+                    let _ = engine.remove_image(id).await;
+                }
             }
             return Err(Error::msg(
                 format!("the build would change nixpack.lock:\n{}", lock::diff(&old_text, &text)),
@@ -449,7 +610,10 @@ async fn finish_lock(
             ));
         }
         for (l, id) in done {
-            engine.tag(id, &l.name, &l.tag).await.map_err(Error::user)?;
+            if let Some(engine) = engine {
+                engine.tag(id, &l.name, &l.tag).await.map_err(Error::user)?;
+                engine.cleanup.forget_image(id);
+            }
         }
         ui.log("nixpack.lock is up to date");
         return Ok(());

@@ -122,13 +122,17 @@ pub fn run(manifest: Manifest, args: &PushArgs, ui: Ui) -> Result<(), Error> {
             _ = crate::ui::shutdown_signal() => {
                 // Manifests go last: nothing half-pushed got a tag.
                 ui.log("interrupted: no tag was moved to a half-pushed image");
+                crate::outputs::interrupt();
                 Err(Error::interrupted())
             }
         }
     });
-    // A layer still being compressed is not waited for (its temporary
-    // file is removed by the next build).
+    // A layer still being compressed is not waited for; its temporary
+    // file is swept.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    if result.as_ref().is_err_and(|e| e.exit_code() == 130) {
+        crate::outputs::sweep_temporaries(&crate::outputs::project_dir(&manifest));
+    }
     result
 }
 

@@ -24,10 +24,6 @@ use crate::reference::{ImageName, ImageRef, Tag};
 /// image, pinned so that the store volume named after it stays valid.
 pub const DEFAULT_BUILDER_FROM: &str = "nixos/nix:2.28.3";
 
-/// Top-level entries of the project that are never sent to the builder:
-/// nixpack's outputs and lock, version control, common build folders.
-pub const NOT_SENT: &[&str] = &[".nixpack", ".git", "target", "node_modules", "nixpack.lock"];
-
 /// Layers per image when `layers` is not set.
 pub const DEFAULT_LAYERS: u16 = 100;
 
@@ -70,8 +66,23 @@ pub struct Builder {
     pub nix_options: BTreeMap<String, String>,
     /// Override for the name of the persistent `/nix` volume.
     pub store_volume: Option<String>,
+    /// Where Nix runs.
+    pub runner: Runner,
     /// Per-project template overrides, relative to the project root.
     pub templates: TemplateOverrides,
+}
+
+/// `[builder] runner`: where the entrypoint (nix-build, the NARs) runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Runner {
+    /// In the builder container, over the store volume (the default).
+    #[default]
+    Docker,
+    /// On this machine, against its own Nix store: `nix-build` must be on
+    /// PATH. No Docker Engine is contacted unless an image is loaded into one.
+    Host,
+    /// The host when `nix-build` is on PATH, else Docker.
+    Auto,
 }
 
 /// `[builder.templates]`.

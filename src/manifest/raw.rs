@@ -64,6 +64,7 @@ pub struct RawBuilder {
     #[serde(default)]
     pub nix_options: BTreeMap<Spanned<String>, Spanned<String>>,
     pub store_volume: Option<Spanned<String>>,
+    pub runner: Option<Spanned<String>>,
     #[serde(default)]
     pub templates: Table<RawTemplates>,
 }

@@ -369,6 +369,22 @@ fn build(raw: RawManifest, text: &str, path: &Path, root: &Path) -> Check<Manife
         }
         None => None,
     };
+    let runner = match &raw.builder.runner {
+        None => Runner::Docker,
+        Some(r) => match r.get_ref().as_str() {
+            "docker" => Runner::Docker,
+            "host" => Runner::Host,
+            "auto" => Runner::Auto,
+            other => {
+                return problem(
+                    r.span(),
+                    format!("`runner = \"{other}\"` is not a runner nixpack knows"),
+                    "not docker, host or auto",
+                    Some("write \"docker\" (Nix in a builder container), \"host\" (this machine's Nix) or \"auto\" (the host when it has nix-build)".into()),
+                )
+            }
+        },
+    };
     let t = &raw.builder.templates;
     let templates = TemplateOverrides {
         builder: t
@@ -522,6 +538,7 @@ fn build(raw: RawManifest, text: &str, path: &Path, root: &Path) -> Check<Manife
             from,
             nix_options,
             store_volume,
+            runner,
             templates,
         },
         nixpkgs,
@@ -845,17 +862,25 @@ fn project_path(p: &Spanned<String>, root: &Path, what: &str) -> Check<String> {
             None,
         );
     }
-    if let Some(skipped) = NOT_SENT.iter().find(|d| parts[0] == **d) {
+    // What the sources walk always leaves out (`.gitignore` rules are
+    // checked at build time, against the walk itself).
+    use crate::sources::{NEVER_SENT, NEVER_SENT_TOP};
+    let skipped = parts
+        .iter()
+        .find(|p| NEVER_SENT.contains(p))
+        .or_else(|| NEVER_SENT_TOP.iter().find(|d| parts == [**d]));
+    if let Some(skipped) = skipped {
         return problem(
             p.span(),
             format!(
-                "the {what} `{}` lies in `{skipped}/`, which nixpack does not send to the builder",
+                "the {what} `{}` lies in `{skipped}`, which nixpack does not send to the builder",
                 p.get_ref()
             ),
             "not sent to the builder",
             Some(format!(
-                "move it out of `{skipped}/`; nixpack leaves {} out of what it sends",
-                NOT_SENT.join(", ")
+                "move it out of `{skipped}`; nixpack never sends {} (at any depth) or the top-level {}",
+                NEVER_SENT.join(", "),
+                NEVER_SENT_TOP.join(", ")
             )),
         );
     }

@@ -31,11 +31,16 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
     let entrypoint = ctx.renderer.entrypoint()?;
     let from = ctx.manifest.builder.from.to_string();
 
-    let base = match ctx.engine.inspect_image(&from).await.map_err(Error::user)? {
+    let base = match ctx
+        .engine()?
+        .inspect_image(&from)
+        .await
+        .map_err(Error::user)?
+    {
         Some(b) => b,
         None => {
             let stage = ctx.ui.stage("builder", &format!("pulling {from}"));
-            let pulled = ctx.engine.pull(&from, |line| stage.message(line)).await;
+            let pulled = ctx.engine()?.pull(&from, |line| stage.message(line)).await;
             if let Err(e) = pulled {
                 return Err(Error::msg(
                     format!("the builder base image `{from}` is not here and could not be pulled: {e}"),
@@ -43,7 +48,7 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
                 ));
             }
             stage.done("pulled");
-            ctx.engine
+            ctx.engine()?
                 .inspect_image(&from)
                 .await
                 .map_err(Error::user)?
@@ -63,7 +68,7 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
     let store_key = key(&[base.id.as_bytes(), dockerfile.as_bytes()]);
     let reference = format!("nixpack-builder:{}", &full[..16]);
     if let Some(existing) = ctx
-        .engine
+        .engine()?
         .inspect_image(&reference)
         .await
         .map_err(Error::user)?
@@ -84,7 +89,7 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
     let (df, ep) = (dockerfile.clone(), entrypoint.clone());
     let ui = ctx.ui.clone();
     let built = ctx
-        .engine
+        .engine()?
         .build(
             "the builder image",
             labels,
@@ -116,13 +121,13 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
     // Another nixpack may have built the same recipe meanwhile: keep its
     // image and drop ours rather than leave a dangling copy.
     if let Some(winner) = ctx
-        .engine
+        .engine()?
         .inspect_image(&reference)
         .await
         .map_err(Error::user)?
     {
         if winner.id != id {
-            let _ = ctx.engine.remove_image(&id).await;
+            let _ = ctx.engine()?.remove_image(&id).await;
         }
         stage.done("built (another build tagged it first)");
         return Ok((
@@ -135,7 +140,7 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
             true,
         ));
     }
-    ctx.engine
+    ctx.engine()?
         .tag(&id, "nixpack-builder", &full[..16])
         .await
         .map_err(Error::user)?;

@@ -58,6 +58,7 @@ pub async fn run(
     closure: &Closure,
     layers: &Layers,
     ready: &Arc<Ready>,
+    load: bool,
 ) -> Result<Built, Error> {
     let labels = BTreeMap::from([
         (
@@ -105,7 +106,11 @@ pub async fn run(
                     None => format!("ADD {f} /"),
                 })
                 .collect();
-            assemble(ctx, image, dir, &recipe, &notes, ready).await
+            if load {
+                assemble(ctx, image, dir, &recipe, &notes, ready).await
+            } else {
+                compose(image, dir, &recipe, &notes, ready).await
+            }
         }
         Err(why) => {
             if ctx.ui.verbose() > 0 {
@@ -138,7 +143,7 @@ async fn assemble(
     ready: &Arc<Ready>,
 ) -> Result<Built, Error> {
     let reference = image.reference();
-    let arch = ctx.engine.architecture().await.map_err(Error::user)?;
+    let arch = ctx.engine()?.architecture().await.map_err(Error::user)?;
     let assembly = Arc::new(Assembly {
         files: recipe.layers.iter().map(|f| dir.join(f)).collect(),
         recipe: recipe.clone(),
@@ -154,7 +159,7 @@ async fn assemble(
         .collect::<std::io::Result<_>>()
         .map_err(|e| Error::internal("reading layer DiffIDs", e))?;
     let existing = ctx
-        .engine
+        .engine()?
         .inspect_image(&reference)
         .await
         .map_err(Error::user)?;
@@ -205,7 +210,7 @@ async fn assemble(
     let (engine_id, made) = loaded?;
     save_image(dir, &made)?;
     if !is_this(&engine_id, &made) {
-        let _ = ctx.engine.remove_image(&engine_id).await;
+        let _ = ctx.engine()?.remove_image(&engine_id).await;
         return Err(Error::internal(
             "loading the image",
             format!(
@@ -217,6 +222,61 @@ async fn assemble(
     let mut built = finish(ctx, image, engine_id, Some(Arc::new(made)), stage).await?;
     built.layer_files = assembly.files.clone();
     Ok(built)
+}
+
+/// Without an engine: nixpack's OCI image alone, once every layer is
+/// written (for `--output oci:…` with `runner = "host"`). Its id is the
+/// manifest digest; its architecture this machine's.
+async fn compose(
+    image: &Image,
+    dir: &Path,
+    recipe: &crate::dockerfile::Recipe,
+    notes: &[String],
+    ready: &Arc<Ready>,
+) -> Result<Built, Error> {
+    let assembly = Assembly {
+        files: recipe.layers.iter().map(|f| dir.join(f)).collect(),
+        recipe: recipe.clone(),
+        notes: notes.to_vec(),
+        arch: goarch().to_owned(),
+        epoch: super::source_date_epoch(),
+    };
+    let (files, wait) = (assembly.files.clone(), ready.clone());
+    let blobs = tokio::task::spawn_blocking(move || {
+        files
+            .iter()
+            .map(|p| {
+                wait.wait(p)?;
+                layer_blob(p)
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| Error::internal("waiting for layers", e))?
+    .map_err(|e| Error::internal("waiting for layers", e))?;
+    let made = assembly.image(blobs);
+    let before = std::fs::read(dir.join("image-manifest.json")).ok();
+    save_image(dir, &made)?;
+    Ok(Built {
+        reference: image.reference(),
+        id: made.manifest_digest.to_string(),
+        size: made.layers.iter().map(|l| l.size).sum(),
+        diff_ids: made.layers.iter().map(|l| l.diff_id.0.clone()).collect(),
+        built: before.as_deref() != Some(made.manifest.as_slice()),
+        layer_files: assembly.files,
+        oci: Some(Arc::new(made)),
+    })
+}
+
+/// This machine's architecture as OCI names it (Go's GOARCH).
+fn goarch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
 }
 
 /// Whether the engine's image id `id` names `image`: the classic store
@@ -247,7 +307,7 @@ async fn finish(
     stage: crate::ui::Stage,
 ) -> Result<Built, Error> {
     let facts = ctx
-        .engine
+        .engine()?
         .inspect_image(&id)
         .await
         .map_err(Error::user)?
@@ -295,7 +355,7 @@ async fn load(
     let made: Arc<std::sync::Mutex<Option<oci::Image>>> = Arc::default();
     let out = made.clone();
     let engine_id = ctx
-        .engine
+        .engine()?
         .load(move |tar| {
             let mut archive = oci::EngineArchive::start(tar)?;
             let mut blobs = Vec::with_capacity(assembly.files.len());
@@ -367,7 +427,7 @@ async fn docker_build(
     let key = key(&[dockerfile.as_bytes(), files.join("\n").as_bytes()]);
     let reference = image.reference();
     if let Some(existing) = ctx
-        .engine
+        .engine()?
         .inspect_image(&reference)
         .await
         .map_err(Error::user)?
@@ -391,7 +451,7 @@ async fn docker_build(
     let df = dockerfile.to_owned();
     let ui = ctx.ui.clone();
     let id = ctx
-        .engine
+        .engine()?
         .build(
             &format!("the scratch image {reference}"),
             HashMap::from([(KEY_LABEL.to_owned(), key.clone())]),

@@ -12,18 +12,17 @@
 //! [`Ready`], so the image stage can load the image while later layers are
 //! still arriving.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
-use super::builder::{append_bytes, BuilderImage};
+use super::runner::Backend;
 use super::{source_date_epoch, Ctx};
 use crate::closure::{Closure, PathInfo, StorePath};
 use crate::conventions::Conventions;
-use crate::engine::RunSpec;
 use crate::error::Error;
 use crate::layer_tar::LayerTar;
 use crate::layers::{self, Layer};
@@ -193,8 +192,7 @@ impl Drop for CloseOnDrop<'_> {
 /// are verified and kept.
 pub async fn produce(
     ctx: &Ctx<'_>,
-    builder: &BuilderImage,
-    volume: &str,
+    backend: &Backend,
     image: &Image,
     closure: &Closure,
     layers: &Layers,
@@ -231,31 +229,12 @@ pub async fn produce(
         .iter()
         .flat_map(|(_, ps)| ps.iter().map(|p| &p.path))
         .collect();
-    let mut upload = tar::Builder::new(Vec::new());
-    append_bytes(
-        &mut upload,
-        "nixpack/plan/dump.req",
-        &crate::nar::serve_dump_request(&request),
-        0o444,
-    )
-    .map_err(|e| Error::internal("packing the layer request", e))?;
-    let upload = upload
-        .into_inner()
-        .map_err(|e| Error::internal("packing the layer request", e))?;
-    let spec = RunSpec {
-        image: &builder.id,
-        cmd: vec!["layers".into()],
-        entrypoint: None,
-        env: vec!["NIXPACK_DUMP=/nixpack/plan/dump.req".into()],
-        volumes: vec![(volume.to_owned(), "/nix".into())],
-        uploads: vec![upload],
-        labels: HashMap::from([
-            ("dev.nixpack.stage".to_owned(), "layers".to_owned()),
-            ("dev.nixpack.image".to_owned(), name.clone()),
-        ]),
-        binds: vec![],
-        raw_stdout: true,
-    };
+    let request = crate::nar::serve_dump_request(&request);
+    let dir = layers
+        .layers_dir
+        .parent()
+        .expect("the layers folder is in the image folder")
+        .to_owned();
 
     // The container's stdout flows through a bounded channel into a
     // blocking thread that writes the tarballs: the engine's stream waits
@@ -276,7 +255,7 @@ pub async fn produce(
         })
     };
     let mut tail = Vec::new();
-    let run = ctx.engine.run_attached(&spec, tx, |l| {
+    let run = backend.dump(ctx, &name, &dir, request, tx, |l| {
         stage.message(l);
         tail.push(l.to_owned());
         if tail.len() > 15 {
@@ -290,19 +269,20 @@ pub async fn produce(
     // early), then the engine.
     let data_error = matches!(&written, Err(e) if !is_cut_short(e));
     match (run, written) {
-        (_, Err(e)) if data_error => Err(layer_error(ctx, &name, volume, e)),
+        (_, Err(e)) if data_error => Err(layer_error(ctx, &name, backend, e)),
         (Ok(code), _) if code != 0 => Err(Error::msg(
             format!(
-                "writing layers for `{name}` failed: the builder exited with {code}:\n    {}",
+                "writing layers for `{name}` failed: the entrypoint exited with {code}:\n    {}",
                 tail.join("\n    ")
             ),
             format!(
-                "the builder must have every store path of the closure in the volume `{volume}` and Nix's `nix-store --serve`{}",
+                "{} must still hold every store path of the closure, and Nix must have `nix-store --serve`{}",
+                backend.store_name(),
                 super::entrypoint_note(ctx)
             ),
         )),
-        (Err(e), _) => Err(Error::user(e)),
-        (Ok(_), Err(e)) => Err(layer_error(ctx, &name, volume, e)),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(layer_error(ctx, &name, backend, e)),
         (Ok(_), Ok(done)) => {
             if let Ok(stage) = Arc::try_unwrap(stage) {
                 stage.done("written");
@@ -317,15 +297,21 @@ fn is_cut_short(e: &crate::nar::NarError) -> bool {
     matches!(e, crate::nar::NarError::Io(io) if matches!(io.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::BrokenPipe))
 }
 
-fn layer_error(ctx: &Ctx<'_>, name: &str, volume: &str, e: crate::nar::NarError) -> Error {
+fn layer_error(ctx: &Ctx<'_>, name: &str, backend: &Backend, e: crate::nar::NarError) -> Error {
     match e {
         crate::nar::NarError::HashMismatch { .. } | crate::nar::NarError::SizeMismatch { .. } => {
+            let fix = match backend {
+                Backend::Docker { store, .. } => format!(
+                    "remove the volume (`docker volume rm {}`) to rebuild the store, or repair the path with `nix-store --repair-path` in the builder",
+                    store.name
+                ),
+                Backend::Host { .. } => "repair the path with `nix-store --repair-path PATH`".to_owned(),
+            };
             Error::msg(
                 format!("writing layers for `{name}`: {e}"),
                 format!(
-                    "the store volume `{volume}` holds a store path whose bytes are not what Nix recorded; \
-                     remove the volume (`docker volume rm {volume}`) to rebuild the store, or repair the path with \
-                     `nix-store --repair-path`; nothing was tagged"
+                    "{} holds a store path whose bytes are not what Nix recorded; {fix}; nothing was tagged",
+                    backend.store_name()
                 ),
             )
         }
@@ -353,7 +339,7 @@ pub fn write_layers(
     let mut done = Vec::new();
     let mut bytes = 0;
     for (file, paths) in todo {
-        let tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let tmp = crate::outputs::temp_file(dir)?;
         let mut tar = LayerTar::new(std::io::BufWriter::with_capacity(1 << 20, tmp), epoch)?;
         for info in paths {
             tar.add_path(info, &mut stream)?;

@@ -15,6 +15,7 @@ pub mod builder;
 pub mod image;
 pub mod layers;
 pub mod nix;
+pub mod runner;
 pub mod store;
 
 use sha2::{Digest, Sha256};
@@ -27,14 +28,27 @@ use crate::ui::Ui;
 
 /// What every stage needs.
 pub struct Ctx<'a> {
-    /// The engine.
-    pub engine: &'a Engine,
+    /// The engine: none when Nix runs on the host and no image is loaded
+    /// into an engine.
+    pub engine: Option<&'a Engine>,
     /// The manifest.
     pub manifest: &'a Manifest,
     /// Templates, loaded once.
     pub renderer: &'a Renderer<'a>,
     /// Output.
     pub ui: &'a Ui,
+}
+
+impl Ctx<'_> {
+    /// The engine, for a step that needs one.
+    pub fn engine(&self) -> Result<&Engine, crate::error::Error> {
+        self.engine.ok_or_else(|| {
+            crate::error::Error::msg(
+                "this step needs a Docker Engine, and this build has none",
+                "with `runner = \"host\"`, an image goes to the engine only when one is wanted: add `--output docker`, or write it with `--output oci:DIR`",
+            )
+        })
+    }
 }
 
 /// A stage key: hex sha256 over length-prefixed parts, so that parts can

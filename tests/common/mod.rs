@@ -7,14 +7,19 @@ use std::path::Path;
 use assert_cmd::Command;
 
 /// The `nixpack` binary, in `dir`, with colours and terminal links off and
-/// no Docker settings from the environment.
+/// no Docker settings from the environment (the engine is the default
+/// socket).
 pub fn nixpack(dir: &Path) -> Command {
     let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("nixpack");
     cmd.current_dir(dir)
         .env("NO_COLOR", "1")
         .env_remove("CLICOLOR_FORCE")
         .env_remove("FORCE_COLOR")
-        .env_remove("DOCKER_HOST");
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("DOCKER_TLS_VERIFY")
+        .env_remove("DOCKER_CERT_PATH");
     cmd
 }
 
