@@ -44,6 +44,8 @@ pub enum Command {
     Clean(CleanArgs),
     /// Remove builder images and store volumes no project on this machine uses.
     Gc(GcArgs),
+    /// Push built images straight to a registry (no engine involved).
+    Push(PushArgs),
 }
 
 /// `nixpack clean`.
@@ -106,6 +108,65 @@ pub struct BuildArgs {
     /// `oci-archive:FILE` (the same as a tar, one image).
     #[arg(long = "output", value_name = "docker|oci:DIR|oci-archive:FILE", value_parser = parse_output)]
     pub outputs: Vec<Output>,
+    /// Then push the images to their registries, as `nixpack push` does.
+    #[arg(long)]
+    pub push: bool,
+    /// How to push (with --push).
+    #[command(flatten)]
+    pub push_options: PushOptions,
+}
+
+/// `nixpack push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Only this image (repeatable; default: all).
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+    /// Push to these references instead of the image's NAME:TAG
+    /// (`[REGISTRY/]REPOSITORY[:TAG]`; one image must be selected).
+    #[arg(value_name = "REF")]
+    pub refs: Vec<String>,
+    /// How to push.
+    #[command(flatten)]
+    pub options: PushOptions,
+}
+
+/// Options of a push, shared by `nixpack push` and `nixpack build --push`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PushOptions {
+    /// Speak plain HTTP to the registry (loopback registries always get
+    /// plain HTTP).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Log in as USER (the password is read from stdin with
+    /// --password-stdin); default: Docker's config.json and its helpers.
+    #[arg(long, value_name = "USER", requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the password for --username from stdin.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+    /// How layers are compressed for the registry.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    pub compression: CompressionArg,
+}
+
+/// `--compression`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CompressionArg {
+    /// gzip, level 6: every client pulls it.
+    #[default]
+    Gzip,
+    /// zstd, level 3: smaller and faster; Docker 20.10 cannot pull it.
+    Zstd,
+}
+
+impl From<CompressionArg> for crate::compress::Compression {
+    fn from(c: CompressionArg) -> Self {
+        match c {
+            CompressionArg::Gzip => crate::compress::Compression::GZIP,
+            CompressionArg::Zstd => crate::compress::Compression::ZSTD,
+        }
+    }
 }
 
 /// Where `--output` writes an image.

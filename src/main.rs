@@ -55,6 +55,10 @@ fn run(cli: Cli) -> Result<(), Error> {
             let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
             commands::build::run(manifest, args, out)
         }
+        Command::Push(args) => {
+            let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
+            commands::push::run(manifest, args, out)
+        }
         Command::Run(args) => {
             let manifest = commands::load_manifest(cli.manifest_path.as_deref())?;
             commands::run::run(manifest, args, out)

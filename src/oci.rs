@@ -201,6 +201,89 @@ impl Image {
         }
     }
 
+    /// The image nixpack wrote into `.nixpack/<image>/`: its config and
+    /// manifest bytes as read back (`image-config.json`,
+    /// `image-manifest.json`). The manifest must name this config, and the
+    /// config must list one DiffID per layer.
+    pub fn from_bytes(config: Vec<u8>, manifest: Vec<u8>) -> Result<Image, OciError> {
+        let bad = |reason: String| OciError::BadImage { reason };
+        let parsed: oci_spec::image::ImageManifest =
+            serde_json::from_slice(&manifest).map_err(|e| bad(format!("manifest: {e}")))?;
+        let run: oci_spec::image::ImageConfiguration =
+            serde_json::from_slice(&config).map_err(|e| bad(format!("config: {e}")))?;
+        let config_digest = Digest::of(&config);
+        let named = Digest::parse(parsed.config().digest().as_ref())?;
+        if named != config_digest {
+            return Err(OciError::DigestMismatch {
+                path: PathBuf::from("image-config.json"),
+                expected: named,
+                found: config_digest,
+            });
+        }
+        let diff_ids = run.rootfs().diff_ids();
+        if diff_ids.len() != parsed.layers().len() {
+            return Err(bad(format!(
+                "the manifest has {} layers and the config {} DiffIDs",
+                parsed.layers().len(),
+                diff_ids.len()
+            )));
+        }
+        let layers = parsed
+            .layers()
+            .iter()
+            .zip(diff_ids)
+            .map(|(l, d)| {
+                Ok(LayerBlob {
+                    diff_id: DiffId(d.clone()),
+                    digest: Digest::parse(l.digest().as_ref())?,
+                    size: l.size(),
+                    media_type: l.media_type().clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, OciError>>()?;
+        Ok(Image {
+            manifest_digest: Digest::of(&manifest),
+            config,
+            config_digest,
+            manifest,
+            layers,
+        })
+    }
+
+    /// The same image with its layers stored another way (compressed for
+    /// a registry): the same config bytes, so the same DiffIDs and config
+    /// digest, and a manifest over `layers`. Each of `layers` must carry
+    /// the DiffID of the layer it replaces.
+    pub fn with_layers(&self, layers: Vec<LayerBlob>) -> Result<Image, OciError> {
+        if layers.len() != self.layers.len() {
+            return Err(OciError::LayerCount {
+                layers: self.layers.len(),
+                files: layers.len(),
+            });
+        }
+        if let Some((old, new)) = self
+            .layers
+            .iter()
+            .zip(&layers)
+            .find(|(old, new)| old.diff_id != new.diff_id)
+        {
+            return Err(OciError::BadImage {
+                reason: format!(
+                    "a layer with DiffID {} was given where the config lists {}",
+                    new.diff_id.0, old.diff_id.0
+                ),
+            });
+        }
+        let manifest = manifest_json(&self.config_digest, self.config.len() as u64, &layers);
+        Ok(Image {
+            config: self.config.clone(),
+            config_digest: self.config_digest.clone(),
+            manifest_digest: Digest::of(&manifest),
+            manifest,
+            layers,
+        })
+    }
+
     /// The descriptor of the manifest, as an index lists it: annotated with
     /// the tag (`org.opencontainers.image.ref.name`) and the full name
     /// containerd reads (`io.containerd.image.name`) when `tag` is given.
@@ -350,6 +433,12 @@ pub enum OciError {
     DigestReference {
         /// The reference.
         reference: String,
+    },
+    /// Config and manifest bytes that do not make one image.
+    #[error("not a nixpack image: {reason}")]
+    BadImage {
+        /// What is wrong.
+        reason: String,
     },
     /// An existing `index.json` that is not an OCI image index.
     #[error("{path} is not an OCI image index: {reason}")]
@@ -863,14 +952,14 @@ fn set_readable(f: &std::fs::File) -> io::Result<()> {
 }
 
 /// A writer that hashes and counts what passes through it.
-struct HashingWriter<W> {
+pub(crate) struct HashingWriter<W> {
     inner: W,
     hash: Sha256,
     len: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         use sha2::Digest as _;
         HashingWriter {
             inner,
@@ -879,7 +968,8 @@ impl<W: Write> HashingWriter<W> {
         }
     }
 
-    fn finish(self) -> (Digest, u64, W) {
+    /// The digest and count of what was written, and the inner writer.
+    pub(crate) fn finish(self) -> (Digest, u64, W) {
         use sha2::Digest as _;
         (
             Digest::from_hash(&self.hash.finalize()),
@@ -1061,6 +1151,55 @@ mod tests {
         let text = String::from_utf8(gz.manifest).unwrap();
         assert!(text.contains("application/vnd.oci.image.layer.v1.tar+gzip"));
         assert!(text.contains(Digest::of(b"gzip bytes").as_str()));
+    }
+
+    #[test]
+    fn an_image_read_back_and_recompressed_keeps_its_config_bytes() {
+        let plain = golden();
+        let back = Image::from_bytes(plain.config.clone(), plain.manifest.clone()).unwrap();
+        assert_eq!(back, plain, "the bytes on disk are the image");
+
+        let gz: Vec<LayerBlob> = plain
+            .layers
+            .iter()
+            .map(|l| LayerBlob {
+                digest: Digest::of(l.diff_id.0.as_bytes()),
+                size: 7,
+                media_type: MediaType::ImageLayerGzip,
+                ..l.clone()
+            })
+            .collect();
+        let pushed = back.with_layers(gz.clone()).unwrap();
+        assert_eq!(pushed.config, plain.config);
+        assert_eq!(pushed.config_digest, plain.config_digest);
+        assert_eq!(
+            pushed.manifest,
+            manifest_json(&plain.config_digest, plain.config.len() as u64, &gz)
+        );
+        assert_eq!(pushed.manifest_digest, Digest::of(&pushed.manifest));
+
+        // Layers of another image are refused, and so is a manifest that
+        // names another config.
+        let mut wrong = gz.clone();
+        wrong.swap(0, 1);
+        assert!(matches!(
+            back.with_layers(wrong),
+            Err(OciError::BadImage { .. })
+        ));
+        assert!(matches!(
+            back.with_layers(gz[..1].to_vec()),
+            Err(OciError::LayerCount { .. })
+        ));
+        let mut other_config = plain.config.clone();
+        other_config.push(b' ');
+        assert!(matches!(
+            Image::from_bytes(other_config, plain.manifest.clone()),
+            Err(OciError::DigestMismatch { .. })
+        ));
+        assert!(matches!(
+            Image::from_bytes(plain.config.clone(), b"{}".to_vec()),
+            Err(OciError::BadImage { .. })
+        ));
     }
 
     #[test]

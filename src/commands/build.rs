@@ -42,6 +42,19 @@ pub struct Outcome {
 pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
     // Usage mistakes first: they need no engine.
     let images = select(&manifest, args)?;
+    let o = &args.push_options;
+    if !args.push && (o.insecure || o.username.is_some() || o.compression != Default::default()) {
+        return Err(Error::msg(
+            "--insecure, --username and --compression say how to push",
+            "add --push to push the images once they are built",
+        ));
+    }
+    // Read before the build: stdin is the password, not something to wait for later.
+    let credentials = if args.push {
+        super::push::credentials(o)?
+    } else {
+        None
+    };
     let outputs = plan_outputs(&args.outputs, &images)?;
     // The engine is needed to run the builder, or to load the images.
     let load = args.outputs.is_empty() || args.outputs.contains(&Output::Docker);
@@ -70,7 +83,14 @@ pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
                 "runner: the builder container"
             });
         }
-        let work = build(engine.as_ref(), host, load, &manifest, args, &outputs, &ui);
+        let work = async {
+            build(engine.as_ref(), host, load, &manifest, args, &outputs, &ui).await?;
+            if args.push {
+                // From `.nixpack/`, as `nixpack push` does: no engine.
+                super::push::push_all(&manifest, &images, &[], o, credentials, &ui).await?;
+            }
+            Ok(())
+        };
         tokio::select! {
             r = work => {
                 if let Some(engine) = &engine {

@@ -6,6 +6,7 @@ pub mod clean;
 pub mod gc;
 pub mod init;
 pub mod inspect;
+pub mod push;
 pub mod render;
 pub mod run;
 pub mod why;

@@ -418,6 +418,11 @@ async fn docker_build(
     dockerfile: &str,
     entries: &[crate::render::LayerEntry],
 ) -> Result<Built, Error> {
+    // nixpack has no OCI image of its own for this one: an earlier
+    // native build's files must not be taken for it (`nixpack push`).
+    for file in ["image-config.json", "image-manifest.json"] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
     let files: Vec<String> = entries.iter().map(|e| e.file.clone()).collect();
     let key = key(&[dockerfile.as_bytes(), files.join("\n").as_bytes()]);
     let reference = image.reference();

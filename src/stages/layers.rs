@@ -82,7 +82,12 @@ pub fn prepare(image: &Image, dir: &Path, closure: &Closure) -> Result<Layers, E
     if let Ok(entries) = std::fs::read_dir(&layers_dir) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let base = name.strip_suffix(".diffid").unwrap_or(&name);
+            // `<file>.tar` keeps its sidecars and compressed blobs
+            // (`.diffid`, `.gz`, `.gz.json`, …).
+            let base = match name.find(".tar.") {
+                Some(i) => &name[..i + ".tar".len()],
+                None => &name,
+            };
             // Callers hold the image's lock: a `.tmp…` file is a layer
             // left half-written by an interrupted run.
             if !keep.contains(base) {
