@@ -102,7 +102,8 @@ pub struct BuildArgs {
     /// images are tagged only when it would not.
     #[arg(long)]
     pub locked: bool,
-    /// Where the images go (repeatable; default: docker): `docker` (loaded
+    /// Where the images go (repeatable; default: docker, or only the
+    /// registry with --push): `docker` (loaded
     /// into the Docker Engine and tagged), `oci:DIR` (an OCI image layout
     /// folder; with several images, one sub-folder each) or
     /// `oci-archive:FILE` (the same as a tar, one image).

@@ -57,7 +57,14 @@ pub fn run(manifest: Manifest, args: &BuildArgs, ui: Ui) -> Result<(), Error> {
     };
     let outputs = plan_outputs(&args.outputs, &images)?;
     // The engine is needed to run the builder, or to load the images.
-    let load = args.outputs.is_empty() || args.outputs.contains(&Output::Docker);
+    // With --push and no --output, the registry is where the images go
+    // (as with `docker buildx build --push`): nothing is loaded into the
+    // engine unless `--output docker` asks for it.
+    let load = if args.outputs.is_empty() {
+        !args.push
+    } else {
+        args.outputs.contains(&Output::Docker)
+    };
     let host = match manifest.builder.runner {
         Runner::Docker => false,
         Runner::Host => true,
