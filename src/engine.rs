@@ -453,12 +453,28 @@ impl Engine {
     pub async fn pull(
         &self,
         reference: &str,
+        credentials: Option<crate::registry::auth::Credentials>,
         mut progress: impl FnMut(&str),
     ) -> Result<(), EngineError> {
+        use crate::registry::auth::Credentials;
         let opts = CreateImageOptionsBuilder::default()
             .from_image(reference)
             .build();
-        let mut s = self.docker.create_image(Some(opts), None, None);
+        let registry = crate::registry::auth::registry_of(reference).to_owned();
+        let credentials = credentials.map(|c| match c {
+            Credentials::Basic { username, password } => bollard::auth::DockerCredentials {
+                username: Some(username),
+                password: Some(password),
+                serveraddress: Some(registry),
+                ..Default::default()
+            },
+            Credentials::IdentityToken(t) => bollard::auth::DockerCredentials {
+                identitytoken: Some(t),
+                serveraddress: Some(registry),
+                ..Default::default()
+            },
+        });
+        let mut s = self.docker.create_image(Some(opts), None, credentials);
         while let Some(item) = s.next().await {
             let info = item.map_err(api(format!("pulling {reference}")))?;
             if let Some(err) = info.error_detail.and_then(|d| d.message) {

@@ -120,6 +120,27 @@ struct AuthEntry {
     identity_token: Option<String>,
 }
 
+/// The registry an image name lives on, as `docker` decides it: the first
+/// part of the name when it has a `.` or `:` or is `localhost`, else
+/// Docker Hub (`docker.io`).
+pub fn registry_of(name: &str) -> &str {
+    match name.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// The credentials `~/.docker/config.json` (or `$DOCKER_CONFIG`) holds
+/// for the registry of the image `name`, for the engine to pull it with.
+pub fn for_pull(name: &str) -> Result<Option<Credentials>, CredentialsError> {
+    let Some(dir) = config_dir() else {
+        return Ok(None);
+    };
+    Ok(DockerConfig::load(&dir)?
+        .lookup(registry_of(name))?
+        .map(|(c, _)| c))
+}
+
 /// The folder of `config.json`: `$DOCKER_CONFIG`, else `~/.docker`.
 pub fn config_dir() -> Option<PathBuf> {
     match std::env::var_os("DOCKER_CONFIG").filter(|v| !v.is_empty()) {
@@ -377,6 +398,16 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_registry_of_a_name_is_docker_s() {
+        assert_eq!(registry_of("nixos/nix:2.28"), "docker.io");
+        assert_eq!(registry_of("ubuntu"), "docker.io");
+        assert_eq!(registry_of("127.0.0.1:5001/team/nix:1"), "127.0.0.1:5001");
+        assert_eq!(registry_of("ghcr.io/org/nix"), "ghcr.io");
+        assert_eq!(registry_of("localhost/nix"), "localhost");
+    }
+
     use super::*;
 
     #[test]

@@ -39,12 +39,25 @@ pub async fn ensure(ctx: &Ctx<'_>) -> Result<(BuilderImage, bool), Error> {
     {
         Some(b) => b,
         None => {
+            // A private base: the credentials `docker login` stored.
+            let credentials = crate::registry::auth::for_pull(&from).map_err(|e| {
+                Error::msg(
+                    format!("reading the credentials to pull `{from}`: {e}"),
+                    "fix or remove that entry of ~/.docker/config.json (or $DOCKER_CONFIG), or run `docker login` again",
+                )
+            })?;
             let stage = ctx.ui.stage("builder", &format!("pulling {from}"));
-            let pulled = ctx.engine()?.pull(&from, |line| stage.message(line)).await;
+            let pulled = ctx
+                .engine()?
+                .pull(&from, credentials, |line| stage.message(line))
+                .await;
             if let Err(e) = pulled {
                 return Err(Error::msg(
                     format!("the builder base image `{from}` is not here and could not be pulled: {e}"),
-                    "point `[builder] from` in nixpack.toml at a local image with Nix (offline: run scripts/make-builder-base and use from = \"nixpack-base:bookworm\")",
+                    format!(
+                        "a private base needs `docker login {}` first (nixpack pulls with the credentials it stored); or point `[builder] from` in nixpack.toml at a local image with Nix (offline: run scripts/make-builder-base and use from = \"nixpack-base:bookworm\")",
+                        crate::registry::auth::registry_of(&from)
+                    ),
                 ));
             }
             stage.done("pulled");
