@@ -251,6 +251,49 @@ fn example_builds_runs_and_answers_over_http() {
         text(&out.stdout)
     );
 
+    // The SBOM lists exactly the closure, with the versions in its names.
+    let out_dir = dir.path().join(".nixpack").join(name.replace('/', "_"));
+    let closure =
+        Closure::from_json(&std::fs::read_to_string(out_dir.join("closure.json")).unwrap())
+            .unwrap();
+    let sbom: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("sbom.cdx.json")).unwrap())
+            .unwrap();
+    let mut listed: Vec<String> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(std::iter::once(&sbom["metadata"]["component"]))
+        .map(|c| c["bom-ref"].as_str().unwrap().to_owned())
+        .collect();
+    listed.sort();
+    listed.dedup();
+    let paths: Vec<String> = closure.paths.keys().map(|p| p.to_string()).collect();
+    assert_eq!(listed, paths, "one SBOM component per store path");
+    let versions: BTreeMap<String, String> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c["name"].as_str()?.to_owned(),
+                c["version"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    for (n, v) in [
+        ("glibc", "2.36"),
+        ("zlib", "1.2.13"),
+        ("expat", "2.5.0"),
+        ("python3", "3.11.2"),
+    ] {
+        assert_eq!(
+            versions.get(n).map(String::as_str),
+            Some(v),
+            "{n} in {versions:?}"
+        );
+    }
+
     // The image config is what the manifest says.
     let d = docker();
     let inspect = rt().block_on(d.inspect_image(&reference)).unwrap();

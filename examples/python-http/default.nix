@@ -22,6 +22,9 @@
 let
   system = builtins.currentSystem;
 
+  # Store path names carry the versions of what bookworm's packages ship (libc6 2.36, zlib1g
+  # 1.2.13, libexpat1 2.5.0, python3.11 3.11.2), so the image's SBOM names them right.
+
   # Tools of the builder image, used by absolute path through PATH.
   path = "/usr/bin:/bin:/usr/sbin:/sbin";
 
@@ -47,7 +50,7 @@ let
   };
 
   # The dynamic loader, libc and libm of the builder image (what python3.11 needs from glibc).
-  glibc = mk "glibc" ''
+  glibc = mk "glibc-2.36" ''
     mkdir -p $out/lib
     interp=$(patchelf --print-interpreter ${hostPython})
     cp -L "$interp" $out/lib/$(basename "$interp")
@@ -65,8 +68,8 @@ let
     chmod 0555 $out/lib/${soname}
   '';
 
-  zlib = sharedLib "zlib" "libz.so.1";
-  expat = sharedLib "expat" "libexpat.so.1";
+  zlib = sharedLib "zlib-1.2.13" "libz.so.1";
+  expat = sharedLib "expat-2.5.0" "libexpat.so.1";
 
   indexHtml = ''
     <!DOCTYPE html>
@@ -91,7 +94,7 @@ let
   '';
 
   # The interpreter and its standard library.
-  python3 = mk "python3" ''
+  python3 = mk "python3-3.11.2" ''
     mkdir -p $out/bin $out/lib
 
     # The interpreter, patched to load its libraries from the other store paths.
