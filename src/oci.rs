@@ -964,11 +964,19 @@ fn append_layer_file<W: Write>(
 /// atomically, with the entry for the same tag (ref name) replaced in
 /// place and other entries kept. Blobs no entry refers to any more are
 /// left for a later garbage collection.
+///
+/// Each of `referrers` (the SBOM) is stored too and listed in
+/// `index.json` without a ref name (the image-layout spec allows
+/// manifests beyond the tagged ones; readers pick by ref name), replacing
+/// an entry of the same digest; a referrer of the same `artifactType`
+/// whose subject is no longer listed (the image a rebuild replaced) is
+/// dropped from the index.
 pub fn write_layout_dir(
     dir: &Path,
     image: &Image,
     layer_files: &[PathBuf],
     tag: &ImageTag,
+    referrers: &[Referrer],
 ) -> Result<(), OciError> {
     check_layer_files(image, layer_files)?;
     let blobs = dir.join("blobs").join("sha256");
@@ -1034,6 +1042,45 @@ pub fn write_layout_dir(
     let at = manifests.iter().position(same_ref);
     manifests.retain(|d| !same_ref(d));
     manifests.insert(at.unwrap_or(manifests.len()), entry);
+
+    for r in referrers {
+        for (digest, bytes) in r.blobs() {
+            put_blob(
+                &blobs,
+                &digest,
+                bytes.len() as u64,
+                Path::new("<referrer blob>"),
+                bytes,
+            )?;
+        }
+        put_blob(
+            &blobs,
+            &r.manifest_digest,
+            r.manifest.len() as u64,
+            Path::new("<referrer manifest>"),
+            &r.manifest[..],
+        )?;
+        let ours = r.descriptor();
+        manifests.retain(|d| d.digest() != ours.digest());
+        manifests.push(ours);
+    }
+    // Referrers of images no longer listed (replaced by a rebuild) go.
+    let listed: BTreeSet<String> = manifests.iter().map(|d| d.digest().to_string()).collect();
+    let artifact_types: BTreeSet<String> =
+        referrers.iter().map(|r| r.artifact_type.clone()).collect();
+    manifests.retain(|d| {
+        let Some(t) = d.artifact_type() else {
+            return true;
+        };
+        if !artifact_types.contains(&t.to_string()) {
+            return true;
+        }
+        let subject = std::fs::read(blobs.join(d.digest().digest()))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|m| m["subject"]["digest"].as_str().map(str::to_owned));
+        subject.is_some_and(|s| listed.contains(&s))
+    });
     write_file_atomic(&index_path, &index_json(manifests))
 }
 
@@ -1762,14 +1809,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("layout");
         let (one, files_one) = layer_image(tmp.path(), &["base", "v1"]);
-        write_layout_dir(&out, &one, &files_one, &app_tag("app:1")).unwrap();
+        write_layout_dir(&out, &one, &files_one, &app_tag("app:1"), &[]).unwrap();
         assert_valid_layout(&read_dir_tree(&out));
 
         let other = tempfile::tempdir().unwrap();
         let (two, files_two) = layer_image(other.path(), &["base", "v2"]);
-        write_layout_dir(&out, &two, &files_two, &app_tag("app:2")).unwrap();
+        write_layout_dir(&out, &two, &files_two, &app_tag("app:2"), &[]).unwrap();
         // Rebuilding tag 1 as image two replaces its entry in place.
-        write_layout_dir(&out, &two, &files_two, &app_tag("app:1")).unwrap();
+        write_layout_dir(&out, &two, &files_two, &app_tag("app:1"), &[]).unwrap();
         assert_eq!(
             ref_names(&out),
             [
@@ -1792,15 +1839,102 @@ mod tests {
     }
 
     #[test]
+    fn layout_dir_lists_the_sbom_beside_its_image_and_drops_it_with_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("layout");
+        let (one, files_one) = layer_image(tmp.path(), &["base", "v1"]);
+        let sbom_of = |image: &Image, text: &str| {
+            Referrer::sbom(
+                text.as_bytes().to_vec(),
+                "sbom.cdx.json",
+                image.index_entry(None),
+            )
+        };
+        let r1 = sbom_of(&one, "sbom one");
+        write_layout_dir(
+            &out,
+            &one,
+            &files_one,
+            &app_tag("app:1"),
+            std::slice::from_ref(&r1),
+        )
+        .unwrap();
+        // Written twice: still one entry.
+        write_layout_dir(
+            &out,
+            &one,
+            &files_one,
+            &app_tag("app:1"),
+            std::slice::from_ref(&r1),
+        )
+        .unwrap();
+        let entries = |out: &Path| -> Vec<(Option<String>, Option<String>, String)> {
+            let index: ImageIndex =
+                serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+            index
+                .manifests()
+                .iter()
+                .map(|m| {
+                    (
+                        m.annotations()
+                            .as_ref()
+                            .and_then(|a| a.get(ANNOTATION_REF_NAME).cloned()),
+                        m.artifact_type().as_ref().map(|t| t.to_string()),
+                        m.digest().to_string(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            entries(&out),
+            [
+                (Some("1".into()), None, one.manifest_digest.to_string()),
+                (
+                    None,
+                    Some(CYCLONEDX_MEDIA_TYPE.into()),
+                    r1.manifest_digest.to_string()
+                )
+            ]
+        );
+        let tree = read_dir_tree(&out);
+        assert_eq!(tree[&r1.blob_digest.blob_path()], b"sbom one");
+        assert_eq!(tree[&r1.manifest_digest.blob_path()], r1.manifest);
+
+        // Tag 1 rebuilt as another image: its old SBOM leaves the index.
+        let other = tempfile::tempdir().unwrap();
+        let (two, files_two) = layer_image(other.path(), &["base", "v2"]);
+        let r2 = sbom_of(&two, "sbom two");
+        write_layout_dir(
+            &out,
+            &two,
+            &files_two,
+            &app_tag("app:1"),
+            std::slice::from_ref(&r2),
+        )
+        .unwrap();
+        assert_eq!(
+            entries(&out),
+            [
+                (Some("1".into()), None, two.manifest_digest.to_string()),
+                (
+                    None,
+                    Some(CYCLONEDX_MEDIA_TYPE.into()),
+                    r2.manifest_digest.to_string()
+                )
+            ]
+        );
+    }
+
+    #[test]
     fn layout_dir_keeps_a_present_blob_and_refuses_a_wrong_layer() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("layout");
         let (image, files) = layer_image(tmp.path(), &["a"]);
-        write_layout_dir(&out, &image, &files, &app_tag("app")).unwrap();
+        write_layout_dir(&out, &image, &files, &app_tag("app"), &[]).unwrap();
         let blob = out.join(image.layers[0].digest.blob_path());
         let before = std::fs::metadata(&blob).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        write_layout_dir(&out, &image, &files, &app_tag("app")).unwrap();
+        write_layout_dir(&out, &image, &files, &app_tag("app"), &[]).unwrap();
         assert_eq!(
             std::fs::metadata(&blob).unwrap().modified().unwrap(),
             before
@@ -1808,14 +1942,14 @@ mod tests {
         // A stored layer is not read again: its file may be gone.
         let kept = std::fs::read(&files[0]).unwrap();
         std::fs::remove_file(&files[0]).unwrap();
-        write_layout_dir(&out, &image, &files, &app_tag("app:again")).unwrap();
+        write_layout_dir(&out, &image, &files, &app_tag("app:again"), &[]).unwrap();
         std::fs::write(&files[0], kept).unwrap();
 
         // Same size, other bytes: caught by the digest, nothing is stored.
         let elsewhere = tempfile::tempdir().unwrap();
         let (other, _) = layer_image(elsewhere.path(), &["b"]);
         std::fs::remove_dir_all(&out).unwrap();
-        let err = write_layout_dir(&out, &other, &files, &app_tag("app")).unwrap_err();
+        let err = write_layout_dir(&out, &other, &files, &app_tag("app"), &[]).unwrap_err();
         assert!(
             matches!(&err, OciError::DigestMismatch { expected, .. } if *expected == other.layers[0].digest),
             "{err}"
@@ -1833,7 +1967,7 @@ mod tests {
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join("index.json"), b"{\"not\":1}").unwrap();
         let (image, files) = layer_image(tmp.path(), &["a"]);
-        let err = write_layout_dir(&out, &image, &files, &app_tag("app")).unwrap_err();
+        let err = write_layout_dir(&out, &image, &files, &app_tag("app"), &[]).unwrap_err();
         assert!(matches!(err, OciError::BadIndex { .. }), "{err}");
     }
 }
