@@ -110,7 +110,8 @@ fn docker(host: Option<&str>) -> Command {
 }
 
 /// What a test leaves in the engines and registries, removed at its end,
-/// pass or fail.
+/// pass or fail; an image pushed is removed with the referrers its
+/// referrers tag lists (its SBOM).
 #[derive(Default)]
 struct Cleanup {
     /// (engine host, image or container).
@@ -128,13 +129,35 @@ impl Drop for Cleanup {
         for (host, i) in &self.images {
             let _ = docker(host.as_deref()).args(["rmi", "-f", i]).output();
         }
-        for (m, creds) in &self.manifests {
+        let skopeo = |verb: &str, m: &str, creds: &Option<String>| {
             let mut c = tool("skopeo");
-            c.args(["delete", "--tls-verify=false"]);
+            c.args([verb, "--tls-verify=false"]);
+            if verb == "inspect" {
+                c.arg("--raw");
+            }
             if let Some(creds) = creds {
                 c.args(["--creds", creds]);
             }
-            let _ = c.arg(format!("docker://{m}")).output();
+            c.arg(format!("docker://{m}")).output().ok()
+        };
+        for (m, creds) in &self.manifests {
+            // The image's referrers (its SBOM) and their referrers tag go
+            // first.
+            if let Some((repo, digest)) = m.split_once("@sha256:") {
+                let fallback = format!("{repo}:sha256-{digest}");
+                let index = skopeo("inspect", &fallback, creds)
+                    .filter(|o| o.status.success())
+                    .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+                if let Some(index) = index {
+                    let _ = skopeo("delete", &fallback, creds);
+                    for r in index["manifests"].as_array().into_iter().flatten() {
+                        if let Some(d) = r["digest"].as_str() {
+                            let _ = skopeo("delete", &format!("{repo}@{d}"), creds);
+                        }
+                    }
+                }
+            }
+            let _ = skopeo("delete", m, creds);
         }
     }
 }
@@ -767,9 +790,7 @@ fn the_sbom_is_pushed_as_a_referrer_of_the_image_and_listed_under_its_referrers_
         .unwrap_or_else(|| panic!("push.json records the referrer: {first:#}"))
         .to_owned();
     let fallback = format!("sha256-{}", image.strip_prefix("sha256:").unwrap());
-    // The index under the referrers tag, then the referrer, then the image.
-    cleanup.manifests.push((format!("{name}:{fallback}"), None));
-    cleanup.manifests.push((format!("{name}@{referrer}"), None));
+    // With its referrers and their tag.
     cleanup.manifests.push((format!("{name}@{image}"), None));
     // Debian's docker-registry has no referrers API: the tag fallback.
     assert_eq!(sbom["fallback_tag"], fallback.as_str(), "{first:#}");
