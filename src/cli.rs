@@ -149,6 +149,10 @@ pub struct PushOptions {
     /// How layers are compressed for the registry.
     #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
     pub compression: CompressionArg,
+    /// Do not attach the CycloneDX SBOM to the pushed image (by default it
+    /// goes with it, as an OCI 1.1 referrer).
+    #[arg(long)]
+    pub no_sbom: bool,
 }
 
 /// `--compression`.

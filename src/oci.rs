@@ -43,6 +43,7 @@ pub use oci_spec::image::MediaType;
 use oci_spec::image::{
     ConfigBuilder, Descriptor, DescriptorBuilder, HistoryBuilder, ImageConfigurationBuilder,
     ImageIndex, ImageIndexBuilder, ImageManifestBuilder, RootFsBuilder, ANNOTATION_REF_NAME,
+    ANNOTATION_TITLE,
 };
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -448,6 +449,12 @@ pub enum OciError {
         /// What is wrong.
         reason: String,
     },
+    /// What a registry holds under a referrers tag is not an image index.
+    #[error("the referrers tag holds no OCI image index: {reason}")]
+    BadReferrersIndex {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl From<OciError> for io::Error {
@@ -609,6 +616,154 @@ pub fn docker_manifest_json(image: &Image, tags: &[ImageTag]) -> Vec<u8> {
         "RepoTags": repo_tags,
         "Layers": image.layers.iter().map(|l| l.digest.blob_path()).collect::<Vec<_>>(),
     }]))
+}
+
+// ---------------------------------------------------------------------------
+// Referrers: the SBOM attached to an image (OCI 1.1).
+
+/// The media type of a CycloneDX JSON document: the SBOM blob's, and the
+/// `artifactType` of the manifest that carries it.
+pub const CYCLONEDX_MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
+
+/// The empty config of an artifact manifest (`application/vnd.oci.empty.v1+json`):
+/// the two bytes `{}`.
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+
+/// An artifact manifest that refers to an image (its `subject`), with the
+/// one blob it carries: what `nixpack push` attaches to the image it
+/// pushed, and an OCI layout lists beside it.
+///
+/// The manifest is an image manifest (`schemaVersion` 2) with an
+/// `artifactType`, the empty config, one layer (the blob, annotated with
+/// its file name as `org.opencontainers.image.title`) and the image's
+/// manifest descriptor as `subject`; canonical JSON, so the same SBOM of
+/// the same image always has the same digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    /// The artifact manifest, canonical JSON.
+    pub manifest: Vec<u8>,
+    /// sha256 of `manifest`: the referrer's name in a registry.
+    pub manifest_digest: Digest,
+    /// The `artifactType` (and the blob's media type).
+    pub artifact_type: String,
+    /// The blob carried (the SBOM).
+    pub blob: Vec<u8>,
+    /// sha256 of `blob`.
+    pub blob_digest: Digest,
+}
+
+impl Referrer {
+    /// The CycloneDX `sbom` (the bytes of the file `file_name`) attached
+    /// to the image whose manifest descriptor is `subject`.
+    pub fn sbom(sbom: Vec<u8>, file_name: &str, subject: Descriptor) -> Referrer {
+        let artifact_type = CYCLONEDX_MEDIA_TYPE.to_owned();
+        let blob_digest = Digest::of(&sbom);
+        let config = DescriptorBuilder::default()
+            .media_type(MediaType::EmptyJSON)
+            .digest(Digest::of(EMPTY_CONFIG).to_spec())
+            .size(EMPTY_CONFIG.len() as u64)
+            .build()
+            .expect("empty config descriptor fields are set");
+        let layer = DescriptorBuilder::default()
+            .media_type(MediaType::Other(artifact_type.clone()))
+            .digest(blob_digest.to_spec())
+            .size(sbom.len() as u64)
+            .annotations([(ANNOTATION_TITLE.to_owned(), file_name.to_owned())])
+            .build()
+            .expect("blob descriptor fields are set");
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .artifact_type(MediaType::Other(artifact_type.clone()))
+            .config(config)
+            .layers(vec![layer])
+            .subject(subject)
+            .build()
+            .expect("every required manifest field is set");
+        let manifest = canonical_json(&manifest);
+        Referrer {
+            manifest_digest: Digest::of(&manifest),
+            manifest,
+            artifact_type,
+            blob: sbom,
+            blob_digest,
+        }
+    }
+
+    /// The descriptor of the manifest as a referrers list (or an OCI
+    /// layout's `index.json`) lists it: media type, digest, size and
+    /// `artifactType`. The manifest has no annotations of its own, so
+    /// neither has the descriptor (and no `ref.name`: it is no tag).
+    pub fn descriptor(&self) -> Descriptor {
+        DescriptorBuilder::default()
+            .media_type(MediaType::ImageManifest)
+            .digest(self.manifest_digest.to_spec())
+            .size(self.manifest.len() as u64)
+            .artifact_type(MediaType::Other(self.artifact_type.clone()))
+            .build()
+            .expect("every required descriptor field is set")
+    }
+
+    /// The blobs the manifest names, with their digests: the empty config,
+    /// then the carried blob.
+    pub fn blobs(&self) -> [(Digest, &[u8]); 2] {
+        [
+            (Digest::of(EMPTY_CONFIG), EMPTY_CONFIG),
+            (self.blob_digest.clone(), &self.blob[..]),
+        ]
+    }
+}
+
+/// The tag the OCI distribution spec 1.1 names for registries without the
+/// referrers API (the "referrers tag schema"): `sha256-<hex>` of the
+/// subject's digest, pointing at an image index of its referrers.
+pub fn referrers_tag(subject: &Digest) -> String {
+    format!("sha256-{}", subject.hex())
+}
+
+/// The referrers index under a [`referrers_tag`] with `entry` in it:
+/// `existing` (the index the tag names now, if any) with any entry of the
+/// same digest replaced by `entry`, or a new index of `entry` alone.
+/// Other entries (other tools' referrers) are kept as they were, in their
+/// order; the result is canonical JSON, so merging an entry already there
+/// gives back an index equal to a canonical `existing`.
+pub fn merge_referrers_index(
+    existing: Option<&[u8]>,
+    entry: &Descriptor,
+) -> Result<Vec<u8>, OciError> {
+    use serde_json::Value;
+    let bad = |reason: String| OciError::BadReferrersIndex { reason };
+    let mut index = match existing {
+        Some(bytes) => serde_json::from_slice::<Value>(bytes).map_err(|e| bad(e.to_string()))?,
+        None => serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MediaType::ImageIndex.to_string(),
+            "manifests": [],
+        }),
+    };
+    let ours = serde_json::to_value(entry).expect("a descriptor serialises");
+    let manifests = index
+        .get_mut("manifests")
+        .and_then(Value::as_array_mut)
+        .ok_or_else(|| bad("it has no `manifests` list".into()))?;
+    match manifests
+        .iter()
+        .position(|m| m.get("digest") == ours.get("digest"))
+    {
+        Some(at) => {
+            manifests[at] = ours.clone();
+            let mut i = at + 1;
+            while i < manifests.len() {
+                if manifests[i].get("digest") == ours.get("digest") {
+                    manifests.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        None => manifests.push(ours),
+    }
+    Ok(canonical_json(&index))
 }
 
 // ---------------------------------------------------------------------------
@@ -809,11 +964,19 @@ fn append_layer_file<W: Write>(
 /// atomically, with the entry for the same tag (ref name) replaced in
 /// place and other entries kept. Blobs no entry refers to any more are
 /// left for a later garbage collection.
+///
+/// Each of `referrers` (the SBOM) is stored too and listed in
+/// `index.json` without a ref name (the image-layout spec allows
+/// manifests beyond the tagged ones; readers pick by ref name), replacing
+/// an entry of the same digest; a referrer of the same `artifactType`
+/// whose subject is no longer listed (the image a rebuild replaced) is
+/// dropped from the index.
 pub fn write_layout_dir(
     dir: &Path,
     image: &Image,
     layer_files: &[PathBuf],
     tag: &ImageTag,
+    referrers: &[Referrer],
 ) -> Result<(), OciError> {
     check_layer_files(image, layer_files)?;
     let blobs = dir.join("blobs").join("sha256");
@@ -879,6 +1042,45 @@ pub fn write_layout_dir(
     let at = manifests.iter().position(same_ref);
     manifests.retain(|d| !same_ref(d));
     manifests.insert(at.unwrap_or(manifests.len()), entry);
+
+    for r in referrers {
+        for (digest, bytes) in r.blobs() {
+            put_blob(
+                &blobs,
+                &digest,
+                bytes.len() as u64,
+                Path::new("<referrer blob>"),
+                bytes,
+            )?;
+        }
+        put_blob(
+            &blobs,
+            &r.manifest_digest,
+            r.manifest.len() as u64,
+            Path::new("<referrer manifest>"),
+            &r.manifest[..],
+        )?;
+        let ours = r.descriptor();
+        manifests.retain(|d| d.digest() != ours.digest());
+        manifests.push(ours);
+    }
+    // Referrers of images no longer listed (replaced by a rebuild) go.
+    let listed: BTreeSet<String> = manifests.iter().map(|d| d.digest().to_string()).collect();
+    let artifact_types: BTreeSet<String> =
+        referrers.iter().map(|r| r.artifact_type.clone()).collect();
+    manifests.retain(|d| {
+        let Some(t) = d.artifact_type() else {
+            return true;
+        };
+        if !artifact_types.contains(&t.to_string()) {
+            return true;
+        }
+        let subject = std::fs::read(blobs.join(d.digest().digest()))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|m| m["subject"]["digest"].as_str().map(str::to_owned));
+        subject.is_some_and(|s| listed.contains(&s))
+    });
     write_file_atomic(&index_path, &index_json(manifests))
 }
 
@@ -1036,6 +1238,108 @@ mod tests {
             "amd64",
             1_700_000_000,
         )
+    }
+
+    const SBOM: &[u8] = br#"{"bomFormat":"CycloneDX","specVersion":"1.5"}"#;
+
+    fn sbom_referrer() -> Referrer {
+        Referrer::sbom(SBOM.to_vec(), "sbom.cdx.json", golden().index_entry(None))
+    }
+
+    /// Pinned: the bytes of the SBOM referrer are its name in a registry;
+    /// a second push of the same SBOM must find the same manifest.
+    #[test]
+    fn the_sbom_referrer_is_an_oci_1_1_artifact_manifest_with_the_image_as_subject() {
+        let r = sbom_referrer();
+        let subject = golden();
+        assert_eq!(
+            String::from_utf8(r.manifest.clone()).unwrap(),
+            format!(
+                concat!(
+                    r#"{{"artifactType":"application/vnd.cyclonedx+json","#,
+                    r#""config":{{"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","mediaType":"application/vnd.oci.empty.v1+json","size":2}},"#,
+                    r#""layers":[{{"annotations":{{"org.opencontainers.image.title":"sbom.cdx.json"}},"digest":"{sbom}","mediaType":"application/vnd.cyclonedx+json","size":{size}}}],"#,
+                    r#""mediaType":"application/vnd.oci.image.manifest.v1+json","schemaVersion":2,"#,
+                    r#""subject":{{"digest":"{subject}","mediaType":"application/vnd.oci.image.manifest.v1+json","size":{subject_size}}}}}"#
+                ),
+                sbom = Digest::of(SBOM),
+                size = SBOM.len(),
+                subject = subject.manifest_digest,
+                subject_size = subject.manifest.len(),
+            )
+        );
+        assert_eq!(
+            r.manifest_digest.as_str(),
+            "sha256:38a71b1e2381c6e949d9837fca02cc663c5a6822fc8064a635d3d969fc8b083a"
+        );
+        assert_eq!(
+            r.blobs().map(|(d, b)| (d.to_string(), b.len())),
+            [
+                (
+                    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+                        .into(),
+                    2
+                ),
+                (Digest::of(SBOM).to_string(), SBOM.len())
+            ]
+        );
+        assert_eq!(
+            String::from_utf8(canonical_json(&r.descriptor())).unwrap(),
+            format!(
+                r#"{{"artifactType":"application/vnd.cyclonedx+json","digest":"{}","mediaType":"application/vnd.oci.image.manifest.v1+json","size":{}}}"#,
+                r.manifest_digest,
+                r.manifest.len()
+            )
+        );
+        assert_eq!(
+            referrers_tag(&subject.manifest_digest),
+            format!("sha256-{}", subject.manifest_digest.hex())
+        );
+    }
+
+    #[test]
+    fn the_referrers_tag_index_keeps_other_referrers_and_one_entry_per_digest() {
+        let ours = sbom_referrer().descriptor();
+        let new = merge_referrers_index(None, &ours).unwrap();
+        assert_eq!(
+            String::from_utf8(new.clone()).unwrap(),
+            format!(
+                r#"{{"manifests":[{}],"mediaType":"application/vnd.oci.image.index.v1+json","schemaVersion":2}}"#,
+                String::from_utf8(canonical_json(&ours)).unwrap()
+            )
+        );
+        // Merging again changes nothing: the second push leaves one entry
+        // and needs no PUT.
+        assert_eq!(merge_referrers_index(Some(&new), &ours).unwrap(), new);
+
+        // Another tool's signature stays, before ours; an older entry of
+        // the same digest (say, without artifactType) is replaced in place.
+        let other = r#"{"digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","mediaType":"application/vnd.oci.image.manifest.v1+json","size":7,"artifactType":"application/vnd.dev.cosign.artifact.sig.v1+json","annotations":{"x":"y"}}"#;
+        let stale = format!(
+            r#"{{"digest":"{}","mediaType":"application/vnd.oci.image.manifest.v1+json","size":1}}"#,
+            ours.digest()
+        );
+        let existing = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{stale},{other},{stale}]}}"#
+        );
+        let merged: serde_json::Value = serde_json::from_slice(
+            &merge_referrers_index(Some(existing.as_bytes()), &ours).unwrap(),
+        )
+        .unwrap();
+        let manifests = merged["manifests"].as_array().unwrap();
+        assert_eq!(manifests.len(), 2, "{merged:#}");
+        assert_eq!(manifests[0], serde_json::to_value(&ours).unwrap());
+        assert_eq!(
+            manifests[1],
+            serde_json::from_str::<serde_json::Value>(other).unwrap()
+        );
+
+        for junk in [&b"not json"[..], br#"{"schemaVersion":2}"#] {
+            assert!(matches!(
+                merge_referrers_index(Some(junk), &ours),
+                Err(OciError::BadReferrersIndex { .. })
+            ));
+        }
     }
 
     /// Pinned: a change here changes the image id of every nixpack image
@@ -1505,14 +1809,14 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("layout");
         let (one, files_one) = layer_image(tmp.path(), &["base", "v1"]);
-        write_layout_dir(&out, &one, &files_one, &app_tag("app:1")).unwrap();
+        write_layout_dir(&out, &one, &files_one, &app_tag("app:1"), &[]).unwrap();
         assert_valid_layout(&read_dir_tree(&out));
 
         let other = tempfile::tempdir().unwrap();
         let (two, files_two) = layer_image(other.path(), &["base", "v2"]);
-        write_layout_dir(&out, &two, &files_two, &app_tag("app:2")).unwrap();
+        write_layout_dir(&out, &two, &files_two, &app_tag("app:2"), &[]).unwrap();
         // Rebuilding tag 1 as image two replaces its entry in place.
-        write_layout_dir(&out, &two, &files_two, &app_tag("app:1")).unwrap();
+        write_layout_dir(&out, &two, &files_two, &app_tag("app:1"), &[]).unwrap();
         assert_eq!(
             ref_names(&out),
             [
@@ -1535,15 +1839,102 @@ mod tests {
     }
 
     #[test]
+    fn layout_dir_lists_the_sbom_beside_its_image_and_drops_it_with_the_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("layout");
+        let (one, files_one) = layer_image(tmp.path(), &["base", "v1"]);
+        let sbom_of = |image: &Image, text: &str| {
+            Referrer::sbom(
+                text.as_bytes().to_vec(),
+                "sbom.cdx.json",
+                image.index_entry(None),
+            )
+        };
+        let r1 = sbom_of(&one, "sbom one");
+        write_layout_dir(
+            &out,
+            &one,
+            &files_one,
+            &app_tag("app:1"),
+            std::slice::from_ref(&r1),
+        )
+        .unwrap();
+        // Written twice: still one entry.
+        write_layout_dir(
+            &out,
+            &one,
+            &files_one,
+            &app_tag("app:1"),
+            std::slice::from_ref(&r1),
+        )
+        .unwrap();
+        let entries = |out: &Path| -> Vec<(Option<String>, Option<String>, String)> {
+            let index: ImageIndex =
+                serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+            index
+                .manifests()
+                .iter()
+                .map(|m| {
+                    (
+                        m.annotations()
+                            .as_ref()
+                            .and_then(|a| a.get(ANNOTATION_REF_NAME).cloned()),
+                        m.artifact_type().as_ref().map(|t| t.to_string()),
+                        m.digest().to_string(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            entries(&out),
+            [
+                (Some("1".into()), None, one.manifest_digest.to_string()),
+                (
+                    None,
+                    Some(CYCLONEDX_MEDIA_TYPE.into()),
+                    r1.manifest_digest.to_string()
+                )
+            ]
+        );
+        let tree = read_dir_tree(&out);
+        assert_eq!(tree[&r1.blob_digest.blob_path()], b"sbom one");
+        assert_eq!(tree[&r1.manifest_digest.blob_path()], r1.manifest);
+
+        // Tag 1 rebuilt as another image: its old SBOM leaves the index.
+        let other = tempfile::tempdir().unwrap();
+        let (two, files_two) = layer_image(other.path(), &["base", "v2"]);
+        let r2 = sbom_of(&two, "sbom two");
+        write_layout_dir(
+            &out,
+            &two,
+            &files_two,
+            &app_tag("app:1"),
+            std::slice::from_ref(&r2),
+        )
+        .unwrap();
+        assert_eq!(
+            entries(&out),
+            [
+                (Some("1".into()), None, two.manifest_digest.to_string()),
+                (
+                    None,
+                    Some(CYCLONEDX_MEDIA_TYPE.into()),
+                    r2.manifest_digest.to_string()
+                )
+            ]
+        );
+    }
+
+    #[test]
     fn layout_dir_keeps_a_present_blob_and_refuses_a_wrong_layer() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("layout");
         let (image, files) = layer_image(tmp.path(), &["a"]);
-        write_layout_dir(&out, &image, &files, &app_tag("app")).unwrap();
+        write_layout_dir(&out, &image, &files, &app_tag("app"), &[]).unwrap();
         let blob = out.join(image.layers[0].digest.blob_path());
         let before = std::fs::metadata(&blob).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        write_layout_dir(&out, &image, &files, &app_tag("app")).unwrap();
+        write_layout_dir(&out, &image, &files, &app_tag("app"), &[]).unwrap();
         assert_eq!(
             std::fs::metadata(&blob).unwrap().modified().unwrap(),
             before
@@ -1551,14 +1942,14 @@ mod tests {
         // A stored layer is not read again: its file may be gone.
         let kept = std::fs::read(&files[0]).unwrap();
         std::fs::remove_file(&files[0]).unwrap();
-        write_layout_dir(&out, &image, &files, &app_tag("app:again")).unwrap();
+        write_layout_dir(&out, &image, &files, &app_tag("app:again"), &[]).unwrap();
         std::fs::write(&files[0], kept).unwrap();
 
         // Same size, other bytes: caught by the digest, nothing is stored.
         let elsewhere = tempfile::tempdir().unwrap();
         let (other, _) = layer_image(elsewhere.path(), &["b"]);
         std::fs::remove_dir_all(&out).unwrap();
-        let err = write_layout_dir(&out, &other, &files, &app_tag("app")).unwrap_err();
+        let err = write_layout_dir(&out, &other, &files, &app_tag("app"), &[]).unwrap_err();
         assert!(
             matches!(&err, OciError::DigestMismatch { expected, .. } if *expected == other.layers[0].digest),
             "{err}"
@@ -1576,7 +1967,7 @@ mod tests {
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join("index.json"), b"{\"not\":1}").unwrap();
         let (image, files) = layer_image(tmp.path(), &["a"]);
-        let err = write_layout_dir(&out, &image, &files, &app_tag("app")).unwrap_err();
+        let err = write_layout_dir(&out, &image, &files, &app_tag("app"), &[]).unwrap_err();
         assert!(matches!(err, OciError::BadIndex { .. }), "{err}");
     }
 }

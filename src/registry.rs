@@ -42,6 +42,9 @@ use crate::oci::{Digest, ImageTag};
 /// The media type of nixpack's manifests.
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// The media type of an image index (a referrers tag names one).
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
 /// Something a registry refused, or could not be reached for.
 #[derive(Debug, Error, Diagnostic)]
 #[non_exhaustive]
@@ -681,9 +684,27 @@ impl Client {
         manifest: &[u8],
         digest: &Digest,
     ) -> Result<(), RegistryError> {
-        let url = self.target.manifest_url(&self.target.tag);
+        let tag = self.target.tag.clone();
+        self.put_manifest_as(&tag, MANIFEST_MEDIA_TYPE, manifest, digest, "the manifest")
+            .await
+            .map(drop)
+    }
+
+    /// `PUT`s `manifest` (these exact bytes, of `media_type`) under
+    /// `reference` (a tag, or its own digest). Answers whether the
+    /// registry processed a `subject` in it (an `OCI-Subject` header: it
+    /// serves the referrers API, so no referrers tag is needed).
+    pub async fn put_manifest_as(
+        &self,
+        reference: &str,
+        media_type: &'static str,
+        manifest: &[u8],
+        digest: &Digest,
+        what: &str,
+    ) -> Result<bool, RegistryError> {
+        let url = self.target.manifest_url(reference);
         let mut headers = HeaderMap::new();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(MANIFEST_MEDIA_TYPE));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(media_type));
         let bytes = bytes::Bytes::copy_from_slice(manifest);
         let resp = self
             .send(Method::PUT, &url, headers, || {
@@ -691,9 +712,37 @@ impl Client {
             })
             .await?;
         let resp = self
-            .expect(resp, "putting the manifest", &[StatusCode::CREATED])
+            .expect(resp, &format!("putting {what}"), &[StatusCode::CREATED])
             .await?;
-        check_digest(&self.target, &resp, digest, "the manifest")
+        check_digest(&self.target, &resp, digest, what)?;
+        Ok(resp.headers().contains_key("oci-subject"))
+    }
+
+    /// The bytes of the manifest `reference` names, asked for as
+    /// `media_type`; `None` when the registry has none.
+    pub async fn get_manifest(
+        &self,
+        reference: &str,
+        media_type: &'static str,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let url = self.target.manifest_url(reference);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::ACCEPT,
+            HeaderValue::from_static(media_type),
+        );
+        let resp = self.send(Method::GET, &url, headers, || Ok(None)).await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = self
+            .expect(resp, "getting a manifest", &[StatusCode::OK])
+            .await?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.unreachable(&url, chain(&e)))?;
+        Ok(Some(body.to_vec()))
     }
 }
 

@@ -1298,6 +1298,39 @@ fn oci_outputs_are_read_by_skopeo_umoci_and_oci_image_tool() {
         manifest_digest,
         "the layout holds nixpack's manifest bytes"
     );
+    // The SBOM is listed beside the image (no ref name), its blob the
+    // build's sbom.cdx.json; the readers below pick the image by tag.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let referrers: Vec<&serde_json::Value> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["artifactType"] == "application/vnd.cyclonedx+json")
+        .collect();
+    assert_eq!(referrers.len(), 1, "{index:#}");
+    assert!(referrers[0]["annotations"]["org.opencontainers.image.ref.name"].is_null());
+    let blob = |digest: &str| {
+        std::fs::read(
+            layout
+                .join("blobs/sha256")
+                .join(digest.strip_prefix("sha256:").unwrap()),
+        )
+        .unwrap()
+    };
+    let referrer: serde_json::Value =
+        serde_json::from_slice(&blob(referrers[0]["digest"].as_str().unwrap())).unwrap();
+    assert_eq!(referrer["subject"]["digest"], manifest_digest.as_str());
+    let sbom = blob(referrer["layers"][0]["digest"].as_str().unwrap());
+    let built = std::fs::read(
+        dir.path()
+            .join(".nixpack")
+            .join(name.replace('/', "_"))
+            .join("sbom.cdx.json"),
+    )
+    .unwrap();
+    assert!(sbom == built, "the layout holds the build's sbom.cdx.json");
+
     let inspected: serde_json::Value = serde_json::from_str(&run_ok(
         tool("skopeo").args(["inspect", &format!("oci-archive:{}", archive.display())]),
     ))

@@ -110,7 +110,8 @@ fn docker(host: Option<&str>) -> Command {
 }
 
 /// What a test leaves in the engines and registries, removed at its end,
-/// pass or fail.
+/// pass or fail; an image pushed is removed with the referrers its
+/// referrers tag lists (its SBOM).
 #[derive(Default)]
 struct Cleanup {
     /// (engine host, image or container).
@@ -128,13 +129,35 @@ impl Drop for Cleanup {
         for (host, i) in &self.images {
             let _ = docker(host.as_deref()).args(["rmi", "-f", i]).output();
         }
-        for (m, creds) in &self.manifests {
+        let skopeo = |verb: &str, m: &str, creds: &Option<String>| {
             let mut c = tool("skopeo");
-            c.args(["delete", "--tls-verify=false"]);
+            c.args([verb, "--tls-verify=false"]);
+            if verb == "inspect" {
+                c.arg("--raw");
+            }
             if let Some(creds) = creds {
                 c.args(["--creds", creds]);
             }
-            let _ = c.arg(format!("docker://{m}")).output();
+            c.arg(format!("docker://{m}")).output().ok()
+        };
+        for (m, creds) in &self.manifests {
+            // The image's referrers (its SBOM) and their referrers tag go
+            // first.
+            if let Some((repo, digest)) = m.split_once("@sha256:") {
+                let fallback = format!("{repo}:sha256-{digest}");
+                let index = skopeo("inspect", &fallback, creds)
+                    .filter(|o| o.status.success())
+                    .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
+                if let Some(index) = index {
+                    let _ = skopeo("delete", &fallback, creds);
+                    for r in index["manifests"].as_array().into_iter().flatten() {
+                        if let Some(d) = r["digest"].as_str() {
+                            let _ = skopeo("delete", &format!("{repo}@{d}"), creds);
+                        }
+                    }
+                }
+            }
+            let _ = skopeo("delete", m, creds);
         }
     }
 }
@@ -736,4 +759,128 @@ fn the_example_pushed_is_pulled_by_both_engines_and_answers_over_http() {
         &reference,
     ]));
     assert!(repo_digests.contains(&digest), "{repo_digests}");
+}
+
+/// `skopeo inspect --raw` of `reference` on the open registry, as JSON.
+fn raw_manifest(reference: &str) -> serde_json::Value {
+    let raw = run_ok(
+        tool("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{reference}")),
+    );
+    serde_json::from_str(&raw).unwrap_or_else(|e| panic!("{reference}: {e}: {raw}"))
+}
+
+#[test]
+fn the_sbom_is_pushed_as_a_referrer_of_the_image_and_listed_under_its_referrers_tag() {
+    let name = format!("{}/nixpack-e2e/{}", registry(), unique("sbom"));
+    let dir = project(&name, "t1", "sbom");
+    let mut cleanup = Cleanup::default();
+    cleanup.images.push((None, format!("{name}:t1")));
+
+    let out = ok(
+        nixpack(dir.path(), &["build", "--push"], &[], None),
+        "build --push",
+    );
+    let first = pushed(dir.path(), &name);
+    let image = first["manifest_digest"].as_str().unwrap().to_owned();
+    let sbom = &first["sbom"];
+    let referrer = sbom["referrer_digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("push.json records the referrer: {first:#}"))
+        .to_owned();
+    let fallback = format!("sha256-{}", image.strip_prefix("sha256:").unwrap());
+    // With its referrers and their tag.
+    cleanup.manifests.push((format!("{name}@{image}"), None));
+    // Debian's docker-registry has no referrers API: the tag fallback.
+    assert_eq!(sbom["fallback_tag"], fallback.as_str(), "{first:#}");
+    assert_eq!(count(sbom, "blobs_uploaded"), 2, "empty config and SBOM");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("attached SBOM {name}@{referrer}")),
+        "{stdout}"
+    );
+
+    // The referrer is an OCI 1.1 artifact naming the image as subject.
+    let manifest = raw_manifest(&format!("{name}@{referrer}"));
+    assert_eq!(
+        manifest["artifactType"], "application/vnd.cyclonedx+json",
+        "{manifest:#}"
+    );
+    assert_eq!(
+        manifest["subject"]["digest"],
+        image.as_str(),
+        "{manifest:#}"
+    );
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.empty.v1+json"
+    );
+
+    // The referrers tag names an index that lists it.
+    let index = raw_manifest(&format!("{name}:{fallback}"));
+    assert_eq!(
+        index["mediaType"], "application/vnd.oci.image.index.v1+json",
+        "{index:#}"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{index:#}");
+    assert_eq!(entries[0]["digest"], referrer.as_str());
+    assert_eq!(entries[0]["artifactType"], "application/vnd.cyclonedx+json");
+
+    // What the registry serves is the SBOM of the build, byte for byte.
+    let copy = tempfile::tempdir().unwrap();
+    let dest = copy.path().join("sbom");
+    run_ok(
+        tool("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{name}@{referrer}"))
+            .arg(format!("dir:{}", dest.display())),
+    );
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(
+        manifest["layers"][0]["annotations"]["org.opencontainers.image.title"],
+        "sbom.cdx.json"
+    );
+    let served = std::fs::read(dest.join(layer.strip_prefix("sha256:").unwrap())).unwrap();
+    let built = std::fs::read(image_dir(dir.path(), &name).join("sbom.cdx.json")).unwrap();
+    assert!(
+        served == built,
+        "the registry serves the built sbom.cdx.json"
+    );
+
+    // Pushed again: no blob is sent, the index keeps one entry.
+    ok(nixpack(dir.path(), &["push"], &[], None), "push again");
+    let again = pushed(dir.path(), &name);
+    assert_eq!(count(&again, "blobs_uploaded"), 0, "{again:#}");
+    assert_eq!(count(&again["sbom"], "blobs_uploaded"), 0, "{again:#}");
+    assert_eq!(again["sbom"]["referrer_digest"], referrer.as_str());
+    assert_eq!(again["sbom"]["index_updated"], false, "{again:#}");
+    let index = raw_manifest(&format!("{name}:{fallback}"));
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1, "{index:#}");
+
+    // A failed attach fails the push, and says the image itself is there.
+    std::fs::remove_file(image_dir(dir.path(), &name).join("sbom.cdx.json")).unwrap();
+    let out = nixpack(dir.path(), &["push"], &[], None);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // miette wraps lines: the words, one space apart.
+    let err = text(&out.stderr)
+        .split_whitespace()
+        .filter(|w| !["│", "×"].contains(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        err.contains(&format!(
+            "pushed {name}:t1 {image}, but attaching its SBOM failed"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("run `nixpack push` again"), "{err}");
+
+    // --no-sbom pushes the image alone.
+    ok(
+        nixpack(dir.path(), &["push", "--no-sbom"], &[], None),
+        "push --no-sbom",
+    );
+    assert!(pushed(dir.path(), &name).get("sbom").is_none());
 }

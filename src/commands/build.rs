@@ -499,7 +499,19 @@ fn write_output(
     match output {
         Output::Docker => {}
         Output::Oci(dir) => {
-            crate::oci::write_layout_dir(dir, made, &built.layer_files, &tag)
+            // The SBOM goes beside the image, as a registry holds it after
+            // a push. (Not into an oci-archive: that is one image, read
+            // without a ref name.)
+            let sbom_file =
+                crate::outputs::image_dir(ctx.manifest, image).join(crate::sbom::CYCLONEDX_FILE);
+            let sbom =
+                std::fs::read(&sbom_file).map_err(|e| format!("{}: {e}", sbom_file.display()))?;
+            let referrer = crate::oci::Referrer::sbom(
+                sbom,
+                crate::sbom::CYCLONEDX_FILE,
+                made.index_entry(None),
+            );
+            crate::oci::write_layout_dir(dir, made, &built.layer_files, &tag, &[referrer])
                 .map_err(|e| e.to_string())?;
         }
         Output::OciArchive(file) => {

@@ -11,6 +11,17 @@
 //! over the compressed blobs. The manifest goes last, so an interrupted
 //! push leaves no tag on a half-pushed image. Writes
 //! `.nixpack/<image>/push.json`.
+//!
+//! Then, unless `--no-sbom`, the image's CycloneDX SBOM
+//! (`sbom.cdx.json`) goes with it as an OCI 1.1 referrer: its blobs (the
+//! empty config and the SBOM, skipped when present), then the artifact
+//! manifest whose `subject` is the image, `PUT` by digest. A registry
+//! that processes the subject says so (`OCI-Subject`) and lists it in its
+//! referrers API; for the others (Debian's docker-registry has no such
+//! API) the referrers tag `sha256-<hex of the image digest>` names an
+//! index of the image's referrers, fetched, merged and put back. The SBOM
+//! goes after the image: when it fails, the image is pushed all the same,
+//! and a second `nixpack push` attaches it.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -26,9 +37,12 @@ use crate::cli::{PushArgs, PushOptions};
 use crate::compress::{self, Compression};
 use crate::error::Error;
 use crate::manifest::{Image, Manifest};
-use crate::oci::{self, ImageTag};
+use crate::oci::{self, Digest, ImageTag, Referrer};
 use crate::reference::ImageRef;
-use crate::registry::{BlobOutcome, BlobSource, Client, Credentials, Source, Target};
+use crate::registry::{
+    BlobOutcome, BlobSource, Client, Credentials, Source, Target, INDEX_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE,
+};
 use crate::stages::nix::human_bytes;
 use crate::ui::Ui;
 
@@ -59,6 +73,30 @@ pub struct Pushed {
     pub seconds: f64,
     /// Each layer, bottom first.
     pub layers: Vec<PushedLayer>,
+    /// The SBOM attached to the image (none with `--no-sbom`, or when
+    /// attaching it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<PushedSbom>,
+}
+
+/// The SBOM a push attached to the image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushedSbom {
+    /// sha256 of the referrer manifest: `skopeo inspect --raw
+    /// docker://REGISTRY/REPOSITORY@DIGEST` shows it.
+    pub referrer_digest: String,
+    /// sha256 of the SBOM blob (`sbom.cdx.json`).
+    pub sbom_digest: String,
+    /// The referrers tag (`sha256-<hex of the image digest>`) whose index
+    /// lists the referrer; none when the registry serves the referrers
+    /// API itself.
+    pub fallback_tag: Option<String>,
+    /// Whether this push changed the index under `fallback_tag`.
+    pub index_updated: bool,
+    /// Blobs (the empty config, the SBOM) sent.
+    pub blobs_uploaded: usize,
+    /// Blobs the registry already had.
+    pub blobs_skipped: usize,
 }
 
 /// One layer of a push.
@@ -215,7 +253,7 @@ pub async fn push_all(
             let client = Client::connect(target, credentials.clone(), mount_from)
                 .await
                 .map_err(Error::user)?;
-            let pushed = push_one(&client, image, &local, compression, ui).await?;
+            let (mut pushed, subject) = push_one(&client, image, &local, compression, ui).await?;
             ui.line(&format!(
                 "pushed {} {}  {} uploaded, {} skipped{}, {} in {:.1}s",
                 pushed.reference,
@@ -230,14 +268,133 @@ pub async fn push_all(
                 human_bytes(pushed.bytes_uploaded),
                 pushed.seconds
             ));
+            let attached = if options.no_sbom {
+                Ok(None)
+            } else {
+                attach_sbom(&client, &dir, subject).await.map(Some)
+            };
+            let failed = match attached {
+                Ok(sbom) => {
+                    if let Some(s) = &sbom {
+                        ui.line(&format!(
+                            "attached SBOM {}/{}@{}{}",
+                            pushed.registry,
+                            pushed.repository,
+                            s.referrer_digest,
+                            match &s.fallback_tag {
+                                Some(t) => format!(" (listed under the tag {t})"),
+                                None => " (the registry lists it as a referrer)".to_owned(),
+                            }
+                        ));
+                    }
+                    pushed.sbom = sbom;
+                    None
+                }
+                Err(e) => Some(Error::msg(
+                    format!(
+                        "pushed {} {}, but attaching its SBOM failed: {e}",
+                        pushed.reference, pushed.manifest_digest
+                    ),
+                    "the image itself is in the registry; run `nixpack push` again to attach the SBOM (the blobs already there are skipped), or pass --no-sbom to push without it",
+                )),
+            };
             report.pushes.push(pushed);
+            if let Some(e) = failed {
+                write_report(&dir, &report)?;
+                return Err(e);
+            }
         }
-        let text = serde_json::to_string_pretty(&report).expect("the report serialises");
-        crate::outputs::write_atomic(&dir.join("push.json"), text.as_bytes())
-            .map_err(|e| Error::internal("writing push.json", e))?;
+        write_report(&dir, &report)?;
         all.extend(report.pushes);
     }
     Ok(all)
+}
+
+fn write_report(dir: &Path, report: &PushReport) -> Result<(), Error> {
+    let text = serde_json::to_string_pretty(report).expect("the report serialises");
+    crate::outputs::write_atomic(&dir.join("push.json"), text.as_bytes())
+        .map_err(|e| Error::internal("writing push.json", e))
+}
+
+/// Attaches the CycloneDX SBOM the build wrote to `dir` to the pushed
+/// image `subject` (its manifest descriptor), as an OCI 1.1 referrer; see
+/// the module doc. The error is a sentence: the caller says the image
+/// itself was pushed.
+async fn attach_sbom(
+    client: &Client,
+    dir: &Path,
+    subject: oci_spec::image::Descriptor,
+) -> Result<PushedSbom, String> {
+    let path = dir.join(crate::sbom::CYCLONEDX_FILE);
+    let sbom = std::fs::read(&path).map_err(|e| {
+        format!(
+            "{}: {e} (every build writes it: build the image again)",
+            path.display()
+        )
+    })?;
+    let subject_digest = Digest::parse(subject.digest().as_ref()).map_err(|e| e.to_string())?;
+    let referrer = Referrer::sbom(sbom, crate::sbom::CYCLONEDX_FILE, subject);
+    let sent = Arc::new(AtomicU64::new(0));
+    let (mut uploaded, mut skipped) = (0, 0);
+    for (digest, bytes) in referrer.blobs() {
+        let outcome = client
+            .ensure_blob(
+                &digest,
+                bytes.len() as u64,
+                &BlobSource::Bytes(bytes::Bytes::copy_from_slice(bytes)),
+                &sent,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if outcome == BlobOutcome::Uploaded {
+            uploaded += 1;
+        } else {
+            skipped += 1;
+        }
+    }
+    let native = client
+        .put_manifest_as(
+            referrer.manifest_digest.as_str(),
+            MANIFEST_MEDIA_TYPE,
+            &referrer.manifest,
+            &referrer.manifest_digest,
+            "the SBOM referrer",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let (fallback_tag, index_updated) = if native {
+        (None, false)
+    } else {
+        let tag = oci::referrers_tag(&subject_digest);
+        let existing = client
+            .get_manifest(&tag, INDEX_MEDIA_TYPE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let merged = oci::merge_referrers_index(existing.as_deref(), &referrer.descriptor())
+            .map_err(|e| e.to_string())?;
+        let changed = existing.as_deref() != Some(&merged[..]);
+        if changed {
+            client
+                .put_manifest_as(
+                    &tag,
+                    INDEX_MEDIA_TYPE,
+                    &merged,
+                    &Digest::of(&merged),
+                    "the referrers index",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        (Some(tag), changed)
+    };
+    Ok(PushedSbom {
+        referrer_digest: referrer.manifest_digest.to_string(),
+        sbom_digest: referrer.blob_digest.to_string(),
+        fallback_tag,
+        index_updated,
+        blobs_uploaded: uploaded,
+        blobs_skipped: skipped,
+    })
 }
 
 /// The built image as the build left it, with its layer files.
@@ -322,7 +479,7 @@ async fn push_one(
     local: &Local,
     compression: Compression,
     ui: &Ui,
-) -> Result<Pushed, Error> {
+) -> Result<(Pushed, oci_spec::image::Descriptor), Error> {
     let started = Instant::now();
     let target = client.target().clone();
     let registry_err = Error::user;
@@ -347,15 +504,18 @@ async fn push_one(
             .map_err(registry_err)?;
         if current.as_deref() == Some(pushed.manifest_digest.as_str()) {
             let outcomes = vec![BlobOutcome::Present; cached.len()];
-            return Ok(summary(
-                &target,
-                &pushed,
-                &cached,
-                &outcomes,
-                BlobOutcome::Present,
-                0,
-                0,
-                started,
+            return Ok((
+                summary(
+                    &target,
+                    &pushed,
+                    &cached,
+                    &outcomes,
+                    BlobOutcome::Present,
+                    0,
+                    0,
+                    started,
+                ),
+                pushed.index_entry(None),
             ));
         }
     }
@@ -428,15 +588,18 @@ async fn push_one(
         .map_err(registry_err)?;
     let bytes = sent.load(Ordering::Relaxed);
     stage.done(&format!("{} sent", human_bytes(bytes)));
-    Ok(summary(
-        &target,
-        &pushed,
-        &blobs,
-        &outcomes,
-        config,
-        bytes,
-        compressed_now,
-        started,
+    Ok((
+        summary(
+            &target,
+            &pushed,
+            &blobs,
+            &outcomes,
+            config,
+            bytes,
+            compressed_now,
+            started,
+        ),
+        pushed.index_entry(None),
     ))
 }
 
@@ -480,5 +643,6 @@ fn summary(
                 .to_owned(),
             })
             .collect(),
+        sbom: None,
     }
 }
