@@ -5,6 +5,10 @@
 //! They need the offline builder base `nixpack-base:bookworm`; `scripts/test`
 //! makes it first (`scripts/make-builder-base`).
 
+mod common;
+
+use common::engine::{docker, require_base, rt, text, unique, ImageGuard, VolumeGuard, BASE};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -14,8 +18,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use futures_util::StreamExt;
 use nixpack::closure::Closure;
-
-const BASE: &str = "nixpack-base:bookworm";
 
 fn nixpack_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nixpack"))
@@ -46,60 +48,6 @@ fn build_ok(dir: &Path) -> Output {
     let out = nixpack(dir, &["build"]);
     assert!(out.status.success(), "build failed:\n{}", text(&out.stderr));
     out
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A name no other test (or earlier run) uses.
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("nixpack-e2e/{prefix}-{}-{nanos}", std::process::id())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn docker() -> bollard::Docker {
-    rt().block_on(async {
-        bollard::Docker::connect_with_defaults()
-            .unwrap()
-            .negotiate_version()
-            .await
-            .unwrap()
-    })
-}
-
-fn require_base() {
-    let d = docker();
-    let present = rt().block_on(d.inspect_image(BASE)).is_ok();
-    assert!(
-        present,
-        "the builder base {BASE} is missing: run scripts/make-builder-base (scripts/test does)"
-    );
-}
-
-/// Removes the image when the test ends, pass or fail.
-struct ImageGuard(Vec<String>);
-
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        let d = docker();
-        for r in &self.0 {
-            let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-                .force(true)
-                .build();
-            let _ = rt().block_on(d.remove_image(r, Some(opts), None));
-        }
-    }
 }
 
 /// A project folder with a manifest and files.
@@ -785,20 +733,6 @@ fn tricky_project(name: &str, volume: &str) -> tempfile::TempDir {
         &one_image(name, &format!("store-volume = \"{volume}\"\n"), ""),
         &[("default.nix", TRICKY)],
     )
-}
-
-struct VolumeGuard(Vec<String>);
-
-impl Drop for VolumeGuard {
-    fn drop(&mut self) {
-        let d = docker();
-        for v in &self.0 {
-            let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default()
-                .force(true)
-                .build();
-            let _ = rt().block_on(d.remove_volume(v, Some(opts)));
-        }
-    }
 }
 
 #[test]

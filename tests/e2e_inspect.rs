@@ -3,11 +3,13 @@
 //! the offline builder base `nixpack-base:bookworm` (`scripts/test` makes
 //! it). Helpers copied from tests/e2e.rs.
 
+mod common;
+
+use common::engine::{require_base, text, unique, ImageGuard, BASE};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-const BASE: &str = "nixpack-base:bookworm";
 
 fn nixpack(dir: &Path, args: &[&str]) -> Output {
     Command::new(PathBuf::from(env!("CARGO_BIN_EXE_nixpack")))
@@ -26,59 +28,6 @@ fn ok(dir: &Path, args: &[&str]) -> String {
         text(&out.stderr)
     );
     text(&out.stdout)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A name no other test (or earlier run) uses.
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("nixpack-e2e/{prefix}-{}-{nanos}", std::process::id())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn docker() -> bollard::Docker {
-    rt().block_on(async {
-        bollard::Docker::connect_with_defaults()
-            .unwrap()
-            .negotiate_version()
-            .await
-            .unwrap()
-    })
-}
-
-fn require_base() {
-    let present = rt().block_on(docker().inspect_image(BASE)).is_ok();
-    assert!(
-        present,
-        "the builder base {BASE} is missing: run scripts/make-builder-base (scripts/test does)"
-    );
-}
-
-/// Removes the image when the test ends, pass or fail.
-struct ImageGuard(Vec<String>);
-
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        let d = docker();
-        for r in &self.0 {
-            let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-                .force(true)
-                .build();
-            let _ = rt().block_on(d.remove_image(r, Some(opts), None));
-        }
-    }
 }
 
 /// A result `tiny` that refers to a dependency `tinydep-1.0`; `nonce`

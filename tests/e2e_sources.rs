@@ -6,6 +6,10 @@
 //! Needs the offline builder base `nixpack-base:bookworm` (scripts/test
 //! makes it with scripts/make-builder-base).
 
+mod common;
+
+use common::engine::{docker, require_base, rt, text, unique, ImageGuard, BASE};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,12 +17,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::query_parameters::EventsOptionsBuilder;
 use futures_util::StreamExt;
-
-const BASE: &str = "nixpack-base:bookworm";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// `nixpack build` in `dir`, killed (and the test failed) if it has not
 /// ended after five minutes: the bug this pins was a build that never did.
@@ -51,51 +49,6 @@ fn build_ok(dir: &Path) -> Output {
         text(&out.stderr)
     );
     out
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("nixpack-e2e/{prefix}-{}-{nanos}", std::process::id())
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn docker() -> bollard::Docker {
-    rt().block_on(async {
-        bollard::Docker::connect_with_defaults()
-            .unwrap()
-            .negotiate_version()
-            .await
-            .unwrap()
-    })
-}
-
-fn require_base() {
-    let present = rt().block_on(docker().inspect_image(BASE)).is_ok();
-    assert!(
-        present,
-        "the builder base {BASE} is missing: run scripts/make-builder-base (scripts/test does)"
-    );
-}
-
-/// Removes the image when the test ends, pass or fail.
-struct ImageGuard(String);
-
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        let opts = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-            .force(true)
-            .build();
-        let _ = rt().block_on(docker().remove_image(&self.0, Some(opts), None));
-    }
 }
 
 /// A derivation with a `bin/`, unique per `nonce`.
@@ -141,7 +94,7 @@ fn now() -> Duration {
 fn a_fifo_is_named_and_skipped_and_ignored_logs_start_no_container() {
     require_base();
     let name = unique("sources");
-    let _guard = ImageGuard(format!("{name}:latest"));
+    let _guard = ImageGuard(vec![format!("{name}:latest")]);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::write(

@@ -2,6 +2,8 @@
 //! plain, colourless output, and throwaway projects in temporary folders.
 #![allow(dead_code)] // each test crate uses a different part of it
 
+pub mod engine;
+
 use std::path::Path;
 
 use assert_cmd::Command;
