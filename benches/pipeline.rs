@@ -490,7 +490,6 @@ async fn original_recipe(
         volumes: vec![(volume.to_owned(), "/nix".into())],
         uploads: vec![],
         labels: Default::default(),
-        binds: vec![],
         raw_stdout: false,
     };
     let out = work.join("original");

@@ -218,7 +218,6 @@ fn measure(
         volumes: vec![(VOLUME.to_owned(), "/nix".into())],
         uploads: vec![],
         labels: Default::default(),
-        binds: vec![],
         raw_stdout: false,
     };
     let got = tempfile::tempdir().unwrap();

@@ -346,8 +346,6 @@ pub struct RunSpec<'a> {
     pub env: Vec<String>,
     /// Named volumes: (volume, mount point).
     pub volumes: Vec<(String, String)>,
-    /// Host folders: (host path, mount point). Only for a local engine.
-    pub binds: Vec<(String, String)>,
     /// Tar archives to unpack at `/` before the container starts.
     pub uploads: Vec<Upload>,
     /// Labels for the container (so a stray one can be found).
@@ -922,12 +920,6 @@ impl Engine {
                 typ: Some(MountType::VOLUME),
                 ..Default::default()
             })
-            .chain(spec.binds.iter().map(|(host, at)| Mount {
-                source: Some(host.clone()),
-                target: Some(at.clone()),
-                typ: Some(MountType::BIND),
-                ..Default::default()
-            }))
             .collect();
         let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         for p in ports {

@@ -61,7 +61,6 @@ pub fn run(manifest: Manifest, args: &RunArgs, ui: Ui) -> Result<(), Error> {
             volumes: vec![],
             uploads: vec![],
             labels: HashMap::from([("dev.nixpack.run".to_owned(), reference.clone())]),
-            binds: vec![],
             raw_stdout: false,
         };
         let id = engine

@@ -118,7 +118,6 @@ impl Backend {
                         Arc::new(move |b| sources.write_tar(b))
                     })],
                     labels: labels("nix", image),
-                    binds: vec![],
                     raw_stdout: false,
                 };
                 ctx.engine()?
@@ -183,7 +182,6 @@ impl Backend {
                     volumes: vec![(store.name.clone(), "/nix".into())],
                     uploads: vec![Upload::Bytes(upload.into())],
                     labels: labels("layers", image),
-                    binds: vec![],
                     raw_stdout: true,
                 };
                 ctx.engine()?

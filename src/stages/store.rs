@@ -218,7 +218,6 @@ async fn seed(ctx: &Ctx<'_>, builder: &BuilderImage, name: &str) -> Result<(), E
             ("dev.nixpack.stage".to_owned(), "store".to_owned()),
             (SEEDING.to_owned(), name.to_owned()),
         ]),
-        binds: vec![],
         raw_stdout: false,
     };
     let mut tail = Vec::new();
