@@ -750,17 +750,24 @@ impl Engine {
         }))
     }
 
-    /// Force-removes every container with `label` (`key=value`).
-    pub async fn remove_containers_labelled(&self, label: &str) -> Result<(), EngineError> {
+    /// Every container, running or not, with `label` (`key` or `key=value`).
+    async fn containers_labelled(
+        &self,
+        label: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
         let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&HashMap::from([("label", vec![label])]))
             .build();
-        let list = self
-            .docker
+        self.docker
             .list_containers(Some(opts))
             .await
-            .map_err(api("listing containers"))?;
+            .map_err(api("listing containers"))
+    }
+
+    /// Force-removes every container with `label` (`key=value`).
+    pub async fn remove_containers_labelled(&self, label: &str) -> Result<(), EngineError> {
+        let list = self.containers_labelled(label).await?;
         for c in list.into_iter().filter_map(|c| c.id) {
             self.force_remove_container(&c).await?;
         }
@@ -830,15 +837,7 @@ impl Engine {
 
     /// The names of the containers labelled `label` (`key` or `key=value`).
     pub async fn container_names_labelled(&self, label: &str) -> Result<Vec<String>, EngineError> {
-        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&HashMap::from([("label", vec![label])]))
-            .build();
-        let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(api("listing containers"))?;
+        let list = self.containers_labelled(label).await?;
         Ok(list
             .into_iter()
             .filter_map(|c| {

@@ -801,23 +801,7 @@ fn layers_are_byte_identical_across_two_fresh_stores_and_match_the_store() {
     // The store side, through the Engine's archive API from a container on volume A.
     let d = docker();
     let store: Listing = rt().block_on(async {
-        let body = bollard::models::ContainerCreateBody {
-            image: Some(BASE.into()),
-            cmd: Some(vec!["true".into()]),
-            host_config: Some(bollard::models::HostConfig {
-                binds: Some(vec![format!("{}:/nix", volumes[0])]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let id = d
-            .create_container(
-                None::<bollard::query_parameters::CreateContainerOptions>,
-                body,
-            )
-            .await
-            .unwrap()
-            .id;
+        let id = create_with_store(&d, BASE, &volumes[0], vec!["true".into()]).await;
         let opts = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
             .path(&result)
             .build();
@@ -1008,28 +992,39 @@ const COREUTILS_ONLY: &str = r#"let
 in mk "app" "mkdir -p $out/bin $out/share; ln -s ${tool}/bin/tool $out/bin/tool; echo ${lib} > $out/share/refs"
 "#;
 
+/// Creates (does not start) a container of `image` running `command`, with
+/// `volume` at `/nix`; returns its id.
+async fn create_with_store(
+    d: &bollard::Docker,
+    image: &str,
+    volume: &str,
+    command: Vec<String>,
+) -> String {
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(image.into()),
+        entrypoint: Some(command),
+        host_config: Some(bollard::models::HostConfig {
+            binds: Some(vec![format!("{volume}:/nix")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    d.create_container(
+        None::<bollard::query_parameters::CreateContainerOptions>,
+        body,
+    )
+    .await
+    .unwrap()
+    .id
+}
+
 /// Runs `script` with `sh -c` in a container of `image` with `volume` at
 /// `/nix`; returns its exit code.
 fn run_with_store(image: &str, volume: &str, script: &str) -> i64 {
     let d = docker();
     rt().block_on(async {
-        let body = bollard::models::ContainerCreateBody {
-            image: Some(image.into()),
-            entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
-            host_config: Some(bollard::models::HostConfig {
-                binds: Some(vec![format!("{volume}:/nix")]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let id = d
-            .create_container(
-                None::<bollard::query_parameters::CreateContainerOptions>,
-                body,
-            )
-            .await
-            .unwrap()
-            .id;
+        let command = vec!["/bin/sh".into(), "-c".into(), script.into()];
+        let id = create_with_store(&d, image, volume, command).await;
         d.start_container(
             &id,
             None::<bollard::query_parameters::StartContainerOptions>,
