@@ -157,6 +157,24 @@ fn image_filesystem(reference: &str) -> BTreeMap<String, (u32, Option<String>)> 
     fs
 }
 
+/// Images the image stage loaded as steps ahead of the image (see
+/// `load_in_steps`) and did not remove.
+fn partial_images_left(reference: &str) -> Vec<String> {
+    let label = format!("dev.nixpack.partial={reference}");
+    let opts = bollard::query_parameters::ListImagesOptionsBuilder::default()
+        .all(true)
+        .filters(&std::collections::HashMap::from([(
+            "label",
+            vec![label.as_str()],
+        )]))
+        .build();
+    rt().block_on(docker().list_images(Some(opts)))
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
+}
+
 fn http_get(port: u16) -> Option<String> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -198,6 +216,7 @@ fn example_builds_runs_and_answers_over_http() {
         "the summary names the image:\n{}",
         text(&out.stdout)
     );
+    assert_eq!(partial_images_left(&reference), Vec::<String>::new());
 
     // The SBOM lists exactly the closure, with the versions in its names.
     let out_dir = dir.path().join(".nixpack").join(name.replace('/', "_"));
@@ -887,6 +906,10 @@ fn rebuilding_from_scratch_gives_identical_diff_ids_and_image_id() {
         "same DiffIDs"
     );
     assert_eq!(first.id, second.id, "same image id");
+    assert_eq!(
+        partial_images_left(&format!("{name}:latest")),
+        Vec::<String>::new()
+    );
     // nixpack's own identity of the image: the same OCI manifest and config.
     let r = report(dir.path(), &name);
     let digests = [&r["manifest_digest"], &r["config_digest"]];

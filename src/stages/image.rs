@@ -27,6 +27,10 @@ use crate::render::Template;
 /// Label holding the image stage's key.
 pub const KEY_LABEL: &str = "dev.nixpack.key";
 
+/// Label of a partial image loaded ahead of the image (see
+/// [`load_in_steps`]), holding the image's `NAME:TAG`.
+pub const PARTIAL_LABEL: &str = "dev.nixpack.partial";
+
 /// The image for `NAME:TAG`.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -145,6 +149,7 @@ async fn assemble(
     let reference = image.reference();
     let arch = ctx.engine()?.architecture().await.map_err(Error::user)?;
     let assembly = Arc::new(Assembly {
+        reference: reference.clone(),
         files: recipe.layers.iter().map(|f| dir.join(f)).collect(),
         recipe: recipe.clone(),
         notes: notes.to_vec(),
@@ -190,7 +195,7 @@ async fn assemble(
             .take_while(|(a, b)| b.as_ref().is_some_and(|b| **a == b.diff_id.0))
             .count()
     });
-    let mut loaded = load(ctx, &assembly, &known, shared, ready).await;
+    let mut loaded = load_in_steps(ctx, &assembly, &known, shared, ready).await;
     if let (Err(e), true) = (&loaded, shared > 0) {
         // An engine that insists on every layer gets every layer (the load
         // is untagged, so a failed one moved no tag).
@@ -200,7 +205,7 @@ async fn assemble(
                 e.report()
             ));
         }
-        loaded = load(ctx, &assembly, &known, 0, ready).await;
+        loaded = load(ctx, &assembly, &known, 0, None, ready).await;
     } else if ctx.ui.verbose() > 0 && shared > 0 {
         ctx.ui.log(&format!(
             "{name}: {shared} of {} layers were already in the engine and not sent",
@@ -235,6 +240,7 @@ async fn compose(
     ready: &Arc<Ready>,
 ) -> Result<Built, Error> {
     let assembly = Assembly {
+        reference: image.reference(),
         files: recipe.layers.iter().map(|f| dir.join(f)).collect(),
         recipe: recipe.clone(),
         notes: notes.to_vec(),
@@ -326,6 +332,8 @@ async fn finish(
 
 /// What the archive writer needs, shared with its blocking thread.
 struct Assembly {
+    /// `NAME:TAG`.
+    reference: String,
     files: Vec<std::path::PathBuf>,
     recipe: crate::dockerfile::Recipe,
     notes: Vec<String>,
@@ -337,17 +345,94 @@ impl Assembly {
     fn image(&self, layers: Vec<oci::LayerBlob>) -> oci::Image {
         oci::Image::new(&self.recipe, layers, &self.notes, &self.arch, self.epoch)
     }
+
+    /// The bottom `count` layers with a bare config: a step of
+    /// [`load_in_steps`], never tagged or kept.
+    fn partial(&self, layers: Vec<oci::LayerBlob>, count: usize) -> oci::Image {
+        let recipe = crate::dockerfile::Recipe {
+            layers: self.recipe.layers[..count].to_vec(),
+            labels: [(PARTIAL_LABEL.to_owned(), self.reference.clone())].into(),
+            ..Default::default()
+        };
+        oci::Image::new(
+            &recipe,
+            layers,
+            &self.notes[..count],
+            &self.arch,
+            self.epoch,
+        )
+    }
+}
+
+/// Loads the image in steps, so the engine registers the bottom layers
+/// while the upper ones are still being written (neither image store
+/// starts on an archive before all of it has arrived). Whenever the engine
+/// is free, the layers completed since its last step go in as an untagged
+/// partial image (the bottom layers and a bare config); the engine keeps
+/// them, so the next step leaves them out. The last step is the image.
+/// Partial images are removed once the image is in. Returns the engine's
+/// id and nixpack's image.
+async fn load_in_steps(
+    ctx: &Ctx<'_>,
+    assembly: &Arc<Assembly>,
+    known: &[Option<oci::LayerBlob>],
+    skip: usize,
+    ready: &Arc<Ready>,
+) -> Result<(String, oci::Image), Error> {
+    let n = assembly.files.len();
+    let mut held = skip;
+    let mut partials = Vec::new();
+    let result = async {
+        loop {
+            // Wait for the next layer, then take every one complete by now.
+            let (files, wait) = (assembly.files.clone(), ready.clone());
+            let upto = tokio::task::spawn_blocking(move || -> std::io::Result<usize> {
+                match files.get(held) {
+                    Some(next) => wait.wait(next)?,
+                    None => return Ok(held),
+                }
+                Ok(held + files[held..].iter().take_while(|p| wait.is_done(p)).count())
+            })
+            .await
+            .map_err(|e| Error::internal("waiting for layers", e))?
+            .map_err(|e| Error::internal("waiting for layers", e))?;
+            if upto >= n {
+                return load(ctx, assembly, known, held, None, ready).await;
+            }
+            let started = std::time::Instant::now();
+            let (id, _) = load(ctx, assembly, known, held, Some(upto), ready).await?;
+            if ctx.ui.verbose() > 0 {
+                ctx.ui.log(&format!(
+                    "loaded layers {}..{upto} of {n} ahead of the image ({:.1}s)",
+                    held + 1,
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+            partials.push(id);
+            held = upto;
+        }
+    }
+    .await;
+    for id in partials {
+        // Untagged and superseded: the image holds its layers now. Never
+        // forced, so a partial image identical to one in use stays.
+        let _ = ctx.engine()?.remove_image(&id).await;
+        ctx.engine()?.cleanup.forget_image(&id);
+    }
+    result
 }
 
 /// Streams the engine archive, untagged: each layer blob as soon as it is
 /// complete (the first `skip` left out: the engine holds them), then the
-/// config, manifest and indexes, which need every DiffID. Returns the
-/// engine's id and nixpack's image.
+/// config, manifest and indexes, which need every DiffID. With `upto`, only
+/// the bottom `upto` layers, as a partial image with a bare config (see
+/// [`load_in_steps`]). Returns the engine's id and nixpack's image.
 async fn load(
     ctx: &Ctx<'_>,
     assembly: &Arc<Assembly>,
     known: &[Option<oci::LayerBlob>],
     skip: usize,
+    upto: Option<usize>,
     ready: &Arc<Ready>,
 ) -> Result<(String, oci::Image), Error> {
     let (assembly, ready, known) = (assembly.clone(), ready.clone(), known.to_vec());
@@ -358,10 +443,12 @@ async fn load(
         .engine()?
         .load(move |tar| {
             let mut archive = oci::EngineArchive::start(tar)?;
-            let mut blobs = Vec::with_capacity(assembly.files.len());
-            for (i, path) in assembly.files.iter().enumerate() {
+            let count = upto.unwrap_or(assembly.files.len());
+            let mut blobs = Vec::with_capacity(count);
+            for (i, path) in assembly.files[..count].iter().enumerate() {
                 match known[i].clone().filter(|_| i < skip) {
                     Some(blob) => blobs.push(blob),
+                    None if i < skip => blobs.push(layer_blob(path)?),
                     None => {
                         ready.wait(path)?;
                         let blob = layer_blob(path)?;
@@ -370,7 +457,10 @@ async fn load(
                     }
                 }
             }
-            let image = assembly.image(blobs);
+            let image = match upto {
+                Some(count) => assembly.partial(blobs, count),
+                None => assembly.image(blobs),
+            };
             archive.finish(tar, &image, &[])?;
             *out.lock().expect("result lock") = Some(image);
             Ok(())

@@ -152,6 +152,15 @@ impl Ready {
         self.changed.notify_all();
     }
 
+    /// Whether `path` is complete now (it never blocks).
+    pub fn is_done(&self, path: &Path) -> bool {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        self.state.lock().expect("ready lock").done.contains(&name) || path.is_file()
+    }
+
     /// Blocks until `path` is complete (at once if it is on disk); an error
     /// once the producer has closed without writing it.
     pub fn wait(&self, path: &Path) -> std::io::Result<()> {
