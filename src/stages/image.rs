@@ -195,23 +195,13 @@ async fn assemble(
             .take_while(|(a, b)| b.as_ref().is_some_and(|b| **a == b.diff_id.0))
             .count()
     });
-    let mut loaded = load_in_steps(ctx, &assembly, &known, shared, ready).await;
-    if let (Err(e), true) = (&loaded, shared > 0) {
-        // An engine that insists on every layer gets every layer (the load
-        // is untagged, so a failed one moved no tag).
-        if ctx.ui.verbose() > 0 {
-            ctx.ui.log(&format!(
-                "{name}: the engine wants all layers ({:?}); sending them",
-                e.report()
-            ));
-        }
-        loaded = load(ctx, &assembly, &known, 0, None, ready).await;
-    } else if ctx.ui.verbose() > 0 && shared > 0 {
+    if ctx.ui.verbose() > 0 && shared > 0 {
         ctx.ui.log(&format!(
-            "{name}: {shared} of {} layers were already in the engine and not sent",
+            "{name}: {shared} of {} layers are in the engine already and are not sent",
             known.len()
         ));
     }
+    let loaded = load_in_steps(ctx, &assembly, &known, shared, ready).await;
     let (engine_id, made) = loaded?;
     save_image(dir, &made)?;
     if !is_this(&engine_id, &made) {
@@ -370,8 +360,9 @@ impl Assembly {
 /// is free, the layers completed since its last step go in as an untagged
 /// partial image (the bottom layers and a bare config); the engine keeps
 /// them, so the next step leaves them out. The last step is the image.
-/// Partial images are removed once the image is in. Returns the engine's
-/// id and nixpack's image.
+/// Partial images are removed once the image is in. When a load that left
+/// layers out fails, one load with every layer follows. Returns the
+/// engine's id and nixpack's image.
 async fn load_in_steps(
     ctx: &Ctx<'_>,
     assembly: &Arc<Assembly>,
@@ -403,7 +394,8 @@ async fn load_in_steps(
             let (id, _) = load(ctx, assembly, known, held, Some(upto), ready).await?;
             if ctx.ui.verbose() > 0 {
                 ctx.ui.log(&format!(
-                    "loaded layers {}..{upto} of {n} ahead of the image ({:.1}s)",
+                    "{}: loaded layers {}..{upto} of {n} ahead of the image ({:.1}s)",
+                    assembly.reference,
                     held + 1,
                     started.elapsed().as_secs_f64()
                 ));
@@ -419,7 +411,22 @@ async fn load_in_steps(
         let _ = ctx.engine()?.remove_image(&id).await;
         ctx.engine()?.cleanup.forget_image(&id);
     }
-    result
+    match result {
+        // An engine that insists on every layer (or lost one held for this
+        // load) gets every layer; the loads are untagged, so a failed one
+        // moved no tag.
+        Err(e) if held > 0 => {
+            if ctx.ui.verbose() > 0 {
+                ctx.ui.log(&format!(
+                    "{}: the engine wants all layers ({:?}); sending them",
+                    assembly.reference,
+                    e.report()
+                ));
+            }
+            load(ctx, assembly, known, 0, None, ready).await
+        }
+        result => result,
+    }
 }
 
 /// Streams the engine archive, untagged: each layer blob as soon as it is
