@@ -860,12 +860,14 @@ fn main() {
     }
     // Without NIXPACK_BENCH_DIR nothing is kept: the store volumes go too.
     if kept.is_none() {
-        let _ = rt.block_on(engine.remove_volume(VOLUME));
-        if let Some(d) = &containerd {
-            let _ = rt.block_on(d.remove_volume(
-                VOLUME,
-                None::<bollard::query_parameters::RemoveVolumeOptions>,
-            ));
+        // The store volume and its `.seeded` marker.
+        for v in [VOLUME.to_owned(), format!("{VOLUME}.seeded")] {
+            let _ = rt.block_on(engine.remove_volume(&v));
+            if let Some(d) = &containerd {
+                let _ = rt.block_on(
+                    d.remove_volume(&v, None::<bollard::query_parameters::RemoveVolumeOptions>),
+                );
+            }
         }
     }
 }

@@ -65,17 +65,20 @@ impl Drop for ImageGuard {
     }
 }
 
-/// Removes the volumes when the test ends, pass or fail.
+/// Removes the volumes (and a store volume's `.seeded` marker) when the
+/// test ends, pass or fail.
 pub struct VolumeGuard(pub Vec<String>);
 
 impl Drop for VolumeGuard {
     fn drop(&mut self) {
         let d = docker();
         for v in &self.0 {
-            let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default()
-                .force(true)
-                .build();
-            let _ = rt().block_on(d.remove_volume(v, Some(opts)));
+            for name in [v.clone(), format!("{v}.seeded")] {
+                let opts = bollard::query_parameters::RemoveVolumeOptionsBuilder::default()
+                    .force(true)
+                    .build();
+                let _ = rt().block_on(d.remove_volume(&name, Some(opts)));
+            }
         }
     }
 }
